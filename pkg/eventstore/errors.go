@@ -1,0 +1,58 @@
+package eventstore
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+)
+
+// Sentinel errors callers branch on with [errors.Is].
+var (
+	// ErrConcurrency reports that an append lost an optimistic-concurrency
+	// race: a record already exists at one of the positions being written.
+	// Nothing of the batch was written; reload the aggregate and retry.
+	ErrConcurrency = errors.New("eventstore: concurrency conflict")
+
+	// ErrNotFound reports that a stream (or aggregate) does not exist or
+	// has been discarded.
+	ErrNotFound = errors.New("eventstore: not found")
+
+	// ErrIntegrity reports that stored data failed verification: a broken
+	// hash chain, a record that does not decode, or ciphertext that does
+	// not authenticate.
+	ErrIntegrity = errors.New("eventstore: integrity check failed")
+
+	// ErrUnknownEventType reports a topic that has no registered Go type.
+	ErrUnknownEventType = errors.New("eventstore: unknown event type")
+
+	// ErrInvalidIdentifier reports a table or column name from
+	// configuration that is not a plain SQL identifier.
+	ErrInvalidIdentifier = errors.New("eventstore: invalid SQL identifier")
+
+	// ErrInvalidRecord reports a record that cannot be stored: empty
+	// stream id or topic, or a batch whose positions are not contiguous.
+	ErrInvalidRecord = errors.New("eventstore: invalid record")
+
+	// ErrClosed reports use of a store after Close.
+	ErrClosed = errors.New("eventstore: closed")
+)
+
+// Error carries the context of a failed store operation and unwraps to the
+// cause (often one of the sentinels above), so both
+// errors.Is(err, ErrConcurrency) and errors.As(err, &*Error) work.
+type Error struct {
+	Op       string    // operation, e.g. "append", "read stream"
+	StreamID uuid.UUID // zero when not specific to one stream
+	Position uint64    // position involved, when StreamID is set
+	Err      error     // underlying cause
+}
+
+func (e *Error) Error() string {
+	if e.StreamID != uuid.Nil {
+		return fmt.Sprintf("eventstore: %s stream %s at position %d: %v", e.Op, e.StreamID, e.Position, e.Err)
+	}
+	return fmt.Sprintf("eventstore: %s: %v", e.Op, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
