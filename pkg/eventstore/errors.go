@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/google/uuid"
+
+	"github.com/esflow/esflow/pkg/aggregate"
 )
 
 // Sentinel errors callers branch on with [errors.Is].
@@ -20,11 +22,19 @@ var (
 
 	// ErrIntegrity reports that stored data failed verification: a broken
 	// hash chain, a record that does not decode, or ciphertext that does
-	// not authenticate.
-	ErrIntegrity = errors.New("eventstore: integrity check failed")
+	// not authenticate. It is the same value as aggregate.ErrIntegrity.
+	ErrIntegrity = aggregate.ErrIntegrity
 
 	// ErrUnknownEventType reports a topic that has no registered Go type.
-	ErrUnknownEventType = errors.New("eventstore: unknown event type")
+	// It is the same value as aggregate.ErrUnknownEventType.
+	ErrUnknownEventType = aggregate.ErrUnknownEventType
+
+	// ErrCipher reports a cipher key problem: missing, not base64, or not
+	// 32 bytes, or a record that needs a key when none is configured.
+	ErrCipher = errors.New("eventstore: cipher key")
+
+	// ErrTooLarge reports an encoded event over the configured size limit.
+	ErrTooLarge = errors.New("eventstore: event too large")
 
 	// ErrInvalidIdentifier reports a table or column name from
 	// configuration that is not a plain SQL identifier.

@@ -1,0 +1,202 @@
+package eventstore
+
+import (
+	"bytes"
+	"compress/flate"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/esflow/esflow/pkg/aggregate"
+)
+
+// Mapper turns domain events into records and back: JSON envelope, then
+// optional compression, then optional encryption (compress before
+// encrypting: ciphertext does not compress).
+//
+// Plain data is the JSON envelope itself, readable in the database:
+//
+//	{"id":"…","aggregate_type":"World","schema":1,"time":"…",
+//	 "previous_hash":"…","hash":"…","payload":{"what":"dinosaurs"}}
+//
+// Compressed or encrypted data starts with the 5-byte frame header
+// 0x00 'E' 'S' 0x01 flags, which no JSON document starts with, so a store
+// can hold both (for example after encryption is switched on).
+type Mapper struct {
+	Registry *aggregate.Registry
+	// Cipher, when set, encrypts every record written and is required to
+	// read encrypted records.
+	Cipher *Cipher
+	// Compress deflates the envelope before encryption.
+	Compress bool
+	// MaxDataSize rejects events whose stored data would exceed it with
+	// ErrTooLarge; 0 means 1 MiB, negative means no limit.
+	MaxDataSize int
+}
+
+const (
+	frameCompressed byte = 1 << 0
+	frameEncrypted  byte = 1 << 1
+	frameHeaderLen       = 5
+)
+
+var frameMagic = []byte{0x00, 'E', 'S', 0x01}
+
+type envelope struct {
+	ID            uuid.UUID           `json:"id"`
+	AggregateType string              `json:"aggregate_type,omitempty"`
+	Schema        int                 `json:"schema,omitempty"`
+	Time          string              `json:"time"`
+	Metadata      *aggregate.Metadata `json:"metadata,omitempty"`
+	PreviousHash  string              `json:"previous_hash,omitempty"`
+	Hash          string              `json:"hash,omitempty"`
+	Payload       json.RawMessage     `json:"payload"`
+}
+
+// Encode maps an event to its record. The event's type must be registered
+// (else ErrUnknownEventType) and, when the event is sealed, its payload
+// must still hash to e.Hash (else ErrIntegrity: it was changed after it
+// was triggered).
+func (m *Mapper) Encode(e aggregate.Event) (Record, error) {
+	fail := func(err error) (Record, error) {
+		return Record{}, &Error{Op: "encode", StreamID: e.AggregateID, Position: e.Version, Err: err}
+	}
+	if e.Type == "" {
+		e.Type = aggregate.TypeName(e.Payload)
+	}
+	version := m.Registry.CurrentVersion(e.Type)
+	if version == 0 {
+		return fail(fmt.Errorf("%w: %q (register it with aggregate.Register)", ErrUnknownEventType, e.Type))
+	}
+	payload, err := aggregate.MarshalPayload(e.Payload)
+	if err != nil {
+		return fail(err)
+	}
+	if e.Hash != "" && aggregate.HashEvent(e, payload) != e.Hash {
+		return fail(fmt.Errorf("%w: payload of %s no longer matches its hash (changed after it was triggered?)", ErrIntegrity, e.Type))
+	}
+	env := envelope{
+		ID: e.ID, AggregateType: e.AggregateType, Schema: version,
+		Time:         e.Time.UTC().Format(aggregate.TimeFormat),
+		PreviousHash: e.PreviousHash, Hash: e.Hash, Payload: payload,
+	}
+	if e.Metadata.CorrelationID != "" || e.Metadata.CausationID != "" || len(e.Metadata.Values) > 0 {
+		md := e.Metadata
+		env.Metadata = &md
+	}
+	body, err := json.Marshal(env)
+	if err != nil {
+		return fail(err)
+	}
+	r := Record{StreamID: e.AggregateID, Position: e.Version, Topic: e.Type}
+	if r.Data, err = m.seal(body, r); err != nil {
+		return fail(err)
+	}
+	return r, nil
+}
+
+// Decode maps a record back to its event: it decrypts and decompresses,
+// verifies the event's own hash over the stored payload bytes, and decodes
+// the payload through the registry (upcasting old versions).
+func (m *Mapper) Decode(r Record) (aggregate.Event, error) {
+	fail := func(err error) (aggregate.Event, error) {
+		return aggregate.Event{}, &Error{Op: "decode", StreamID: r.StreamID, Position: r.Position, Err: err}
+	}
+	body, err := m.open(r)
+	if err != nil {
+		return fail(err)
+	}
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return fail(fmt.Errorf("%w: envelope: %v", ErrIntegrity, err))
+	}
+	t, err := time.Parse(aggregate.TimeFormat, env.Time)
+	if err != nil {
+		return fail(fmt.Errorf("%w: time: %v", ErrIntegrity, err))
+	}
+	e := aggregate.Event{
+		ID: env.ID, AggregateID: r.StreamID, AggregateType: env.AggregateType, Version: r.Position,
+		Type: r.Topic, Time: t, PreviousHash: env.PreviousHash, Hash: env.Hash,
+	}
+	if env.Metadata != nil {
+		e.Metadata = *env.Metadata
+	}
+	if env.Hash != "" && aggregate.HashEvent(e, env.Payload) != env.Hash {
+		return fail(fmt.Errorf("%w: event hash does not match its content (tampered record?)", ErrIntegrity))
+	}
+	if e.Payload, err = m.Registry.Decode(r.Topic, env.Schema, env.Payload); err != nil {
+		return fail(err)
+	}
+	return e, nil
+}
+
+// associatedData binds a ciphertext to the row it was written for.
+func associatedData(r Record) []byte {
+	ad := make([]byte, 0, 16+8+len(r.Topic))
+	ad = append(ad, r.StreamID[:]...)
+	ad = binary.BigEndian.AppendUint64(ad, r.Position)
+	return append(ad, r.Topic...)
+}
+
+func (m *Mapper) seal(body []byte, r Record) ([]byte, error) {
+	limit := m.MaxDataSize
+	if limit == 0 {
+		limit = 1 << 20
+	}
+	if m.Compress || m.Cipher != nil {
+		var flags byte
+		if m.Compress {
+			var buf bytes.Buffer
+			w, _ := flate.NewWriter(&buf, flate.DefaultCompression) // level is valid: no error
+			if _, err := w.Write(body); err != nil {
+				return nil, err
+			}
+			if err := w.Close(); err != nil {
+				return nil, err
+			}
+			body, flags = buf.Bytes(), flags|frameCompressed
+		}
+		if m.Cipher != nil {
+			var err error
+			if body, err = m.Cipher.Encrypt(body, associatedData(r)); err != nil {
+				return nil, err
+			}
+			flags |= frameEncrypted
+		}
+		body = append(append(append(make([]byte, 0, frameHeaderLen+len(body)), frameMagic...), flags), body...)
+	}
+	if limit > 0 && len(body) > limit {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(body), limit)
+	}
+	return body, nil
+}
+
+func (m *Mapper) open(r Record) ([]byte, error) {
+	data := r.Data
+	if !bytes.HasPrefix(data, frameMagic) || len(data) < frameHeaderLen {
+		return data, nil
+	}
+	flags := data[len(frameMagic)]
+	body := data[frameHeaderLen:]
+	if flags&frameEncrypted != 0 {
+		if m.Cipher == nil {
+			return nil, fmt.Errorf("%w: record is encrypted and no cipher key is configured (set CIPHER_KEY)", ErrCipher)
+		}
+		var err error
+		if body, err = m.Cipher.Decrypt(body, associatedData(r)); err != nil {
+			return nil, err
+		}
+	}
+	if flags&frameCompressed != 0 {
+		b, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(body)), 64<<20))
+		if err != nil {
+			return nil, fmt.Errorf("%w: decompress: %v", ErrIntegrity, err)
+		}
+		body = b
+	}
+	return body, nil
+}

@@ -1,0 +1,190 @@
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/esflow/esflow/pkg/aggregate"
+)
+
+// EventStore stores and retrieves domain events through a [Recorder],
+// mapping them with a [Mapper]. It is what repositories and applications
+// use; backends only deal in records.
+type EventStore struct {
+	recorder  Recorder
+	snapshots SnapshotRecorder // nil when the recorder has none
+	mapper    *Mapper
+}
+
+// Options configures an [EventStore]. The zero value stores plain JSON
+// with a 1 MiB limit per event.
+type Options struct {
+	Cipher      *Cipher // encrypt records (AES-256-GCM); nil for plain
+	Compress    bool    // deflate before encrypting
+	MaxDataSize int     // see Mapper.MaxDataSize
+}
+
+// New returns an event store over rec that decodes types known to reg.
+// Snapshots are available when rec also implements [SnapshotRecorder].
+func New(rec Recorder, reg *aggregate.Registry, opts Options) *EventStore {
+	s := &EventStore{
+		recorder: rec,
+		mapper:   &Mapper{Registry: reg, Cipher: opts.Cipher, Compress: opts.Compress, MaxDataSize: opts.MaxDataSize},
+	}
+	s.snapshots, _ = rec.(SnapshotRecorder)
+	return s
+}
+
+// Recorder returns the underlying recorder (the seed pages' "active
+// record strategy"), for reading raw records.
+func (s *EventStore) Recorder() Recorder { return s.recorder }
+
+// Mapper returns the event/record mapper.
+func (s *EventStore) Mapper() *Mapper { return s.mapper }
+
+// Registry returns the type registry.
+func (s *EventStore) Registry() *aggregate.Registry { return s.mapper.Registry }
+
+// Encode maps events to records without storing them; callers that write
+// records themselves (the transactional outbox) use it.
+func (s *EventStore) Encode(events ...aggregate.Event) ([]Record, error) {
+	recs := make([]Record, len(events))
+	for i, e := range events {
+		r, err := s.mapper.Encode(e)
+		if err != nil {
+			return nil, err
+		}
+		recs[i] = r
+	}
+	return recs, nil
+}
+
+// Append stores events of one or many aggregates atomically. Each
+// aggregate's events must continue its stream: the first one's version is
+// the expected version. A stale version fails with ErrConcurrency and
+// stores nothing.
+func (s *EventStore) Append(ctx context.Context, events ...aggregate.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	recs, err := s.Encode(events...)
+	if err != nil {
+		return err
+	}
+	return s.recorder.Append(ctx, recs)
+}
+
+// Events returns an aggregate's events selected by q, decoded and
+// verified: each event's hash must match its content and, for ascending
+// reads, each must link to the hash of the one before it.
+func (s *EventStore) Events(ctx context.Context, id uuid.UUID, q StreamQuery) ([]aggregate.Event, error) {
+	recs, err := s.recorder.ReadStream(ctx, id, q)
+	if err != nil {
+		return nil, err
+	}
+	events, err := s.Decode(recs)
+	if err != nil {
+		return nil, err
+	}
+	if !q.Descending && len(events) > 1 {
+		if _, err := aggregate.VerifyChain(events[0].PreviousHash, events); err != nil {
+			return nil, &Error{Op: "read stream", StreamID: id, Err: err}
+		}
+	}
+	return events, nil
+}
+
+// Decode maps records to events.
+func (s *EventStore) Decode(recs []Record) ([]aggregate.Event, error) {
+	events := make([]aggregate.Event, len(recs))
+	for i, r := range recs {
+		e, err := s.mapper.Decode(r)
+		if err != nil {
+			return nil, err
+		}
+		events[i] = e
+	}
+	return events, nil
+}
+
+// Notifications reads a section of the global log (see
+// [Recorder.ReadNotifications]).
+func (s *EventStore) Notifications(ctx context.Context, q NotificationQuery) ([]Notification, error) {
+	return s.recorder.ReadNotifications(ctx, q)
+}
+
+type snapshotEnvelope struct {
+	Schema    int             `json:"schema,omitempty"`
+	Time      string          `json:"time"`
+	Head      string          `json:"head,omitempty"`
+	Discarded bool            `json:"discarded,omitempty"`
+	State     json.RawMessage `json:"state"`
+}
+
+// ErrNoSnapshots reports snapshot use on a recorder without snapshot
+// support.
+var ErrNoSnapshots = fmt.Errorf("eventstore: recorder does not store snapshots")
+
+// SaveSnapshot stores the aggregate's current state: its JSON encoding
+// (exported fields, or its own MarshalJSON) with its version and head.
+// Pending events should be saved first: the snapshot claims their version.
+func (s *EventStore) SaveSnapshot(ctx context.Context, a aggregate.Aggregate) error {
+	if s.snapshots == nil {
+		return ErrNoSnapshots
+	}
+	r := a.AggregateRoot()
+	state, err := json.Marshal(a)
+	if err != nil {
+		return &Error{Op: "snapshot", StreamID: r.ID(), Position: r.Version(), Err: err}
+	}
+	name := aggregate.TypeName(a)
+	env, err := json.Marshal(snapshotEnvelope{
+		Schema: max(s.mapper.Registry.CurrentVersion(name), 1), Time: time.Now().UTC().Format(aggregate.TimeFormat),
+		Head: r.Head(), Discarded: r.Discarded(), State: state,
+	})
+	if err != nil {
+		return &Error{Op: "snapshot", StreamID: r.ID(), Position: r.Version(), Err: err}
+	}
+	rec := Record{StreamID: r.ID(), Position: r.Version(), Topic: name}
+	if rec.Data, err = s.mapper.seal(env, rec); err != nil {
+		return &Error{Op: "snapshot", StreamID: r.ID(), Position: r.Version(), Err: err}
+	}
+	return s.snapshots.SaveSnapshot(ctx, rec)
+}
+
+// LoadSnapshot restores into a (a fresh value) the latest snapshot of
+// aggregate id taken at a version <= upTo (nil: any). It reports false
+// when there is none, or when the recorder keeps no snapshots.
+func (s *EventStore) LoadSnapshot(ctx context.Context, id uuid.UUID, upTo *uint64, a aggregate.Aggregate) (bool, error) {
+	if s.snapshots == nil {
+		return false, nil
+	}
+	rec, ok, err := s.snapshots.LatestSnapshot(ctx, id, upTo)
+	if err != nil || !ok {
+		return false, err
+	}
+	fail := func(err error) (bool, error) {
+		return false, &Error{Op: "load snapshot", StreamID: id, Position: rec.Position, Err: err}
+	}
+	body, err := s.mapper.open(rec)
+	if err != nil {
+		return fail(err)
+	}
+	var env snapshotEnvelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return fail(fmt.Errorf("%w: snapshot envelope: %v", ErrIntegrity, err))
+	}
+	state, err := s.mapper.Registry.Upcast(rec.Topic, env.Schema, env.State)
+	if err != nil {
+		return fail(err)
+	}
+	if err := json.Unmarshal(state, a); err != nil {
+		return fail(fmt.Errorf("%w: snapshot state: %v", ErrIntegrity, err))
+	}
+	aggregate.Restore(a, id, rec.Position, env.Head, env.Discarded)
+	return true, nil
+}
