@@ -9,7 +9,18 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/esflow/esflow/pkg/aggregate"
+	"github.com/esflow/esflow/pkg/outbox"
 )
+
+// OutboxRecorder is a Recorder that also writes outbox messages in the
+// same transaction as records: both commit, or neither does. The outbox
+// backends (pkg/outbox/…) implement it.
+type OutboxRecorder interface {
+	Recorder
+	// AppendWithOutbox appends records as Append does and writes msgs in
+	// the same transaction. records may be empty (messages only).
+	AppendWithOutbox(ctx context.Context, records []Record, msgs []outbox.Message) error
+}
 
 // EventStore stores and retrieves domain events through a [Recorder],
 // mapping them with a [Mapper]. It is what repositories and applications
@@ -18,6 +29,8 @@ type EventStore struct {
 	recorder  Recorder
 	snapshots SnapshotRecorder // nil when the recorder has none
 	mapper    *Mapper
+	outbox    *outbox.Builder  // nil: no outbox
+	outboxRec OutboxRecorder
 }
 
 // Options configures an [EventStore]. The zero value stores plain JSON
@@ -26,16 +39,47 @@ type Options struct {
 	Cipher      *Cipher // encrypt records (AES-256-GCM); nil for plain
 	Compress    bool    // deflate before encrypting
 	MaxDataSize int     // see Mapper.MaxDataSize
+	// Outbox, when set, turns every append into events plus their outbox
+	// messages in one transaction. The recorder must be an OutboxRecorder.
+	Outbox *outbox.Builder
 }
+
+// ErrNoOutbox reports an outbox option on a recorder that cannot write
+// outbox messages, or messages appended to a store without an outbox.
+var ErrNoOutbox = outbox.ErrNoOutbox
 
 // New returns an event store over rec that decodes types known to reg.
 // Snapshots are available when rec also implements [SnapshotRecorder].
-func New(rec Recorder, reg *aggregate.Registry, opts Options) *EventStore {
+// With opts.Outbox set, rec must implement [OutboxRecorder]; otherwise
+// New returns an error matching ErrNoOutbox.
+func New(rec Recorder, reg *aggregate.Registry, opts Options) (*EventStore, error) {
 	s := &EventStore{
 		recorder: rec,
 		mapper:   &Mapper{Registry: reg, Cipher: opts.Cipher, Compress: opts.Compress, MaxDataSize: opts.MaxDataSize},
+		outbox:   opts.Outbox,
 	}
 	s.snapshots, _ = rec.(SnapshotRecorder)
+	if s.outbox != nil {
+		var ok bool
+		if s.outboxRec, ok = rec.(OutboxRecorder); !ok {
+			return nil, fmt.Errorf("%w: %T does not implement OutboxRecorder", ErrNoOutbox, rec)
+		}
+		if s.outbox.Registry == nil {
+			b := *s.outbox
+			b.Registry = reg
+			s.outbox = &b
+		}
+	}
+	return s, nil
+}
+
+// MustNew is New for options known to be valid (no outbox, or a recorder
+// known to support it); it panics otherwise. Use it in examples and tests.
+func MustNew(rec Recorder, reg *aggregate.Registry, opts Options) *EventStore {
+	s, err := New(rec, reg, opts)
+	if err != nil {
+		panic(err)
+	}
 	return s
 }
 
@@ -67,16 +111,47 @@ func (s *EventStore) Encode(events ...aggregate.Event) ([]Record, error) {
 // aggregate's events must continue its stream: the first one's version is
 // the expected version. A stale version fails with ErrConcurrency and
 // stores nothing.
+//
+// With an outbox, each event's message is written in the same transaction.
 func (s *EventStore) Append(ctx context.Context, events ...aggregate.Event) error {
-	if len(events) == 0 {
+	return s.AppendWithMessages(ctx, nil, events...)
+}
+
+// AppendWithMessages appends events, their outbox messages and the given
+// integration messages (a service's own, not derived from events) in one
+// transaction. Messages need an outbox (ErrNoOutbox otherwise).
+func (s *EventStore) AppendWithMessages(ctx context.Context, extra []outbox.Message, events ...aggregate.Event) error {
+	if len(events) == 0 && len(extra) == 0 {
 		return nil
 	}
 	recs, err := s.Encode(events...)
 	if err != nil {
 		return err
 	}
-	return s.recorder.Append(ctx, recs)
+	if s.outbox == nil {
+		if len(extra) > 0 {
+			return &Error{Op: "append", Err: ErrNoOutbox}
+		}
+		return s.recorder.Append(ctx, recs)
+	}
+	stored := make([][]byte, len(recs))
+	for i, r := range recs {
+		stored[i] = r.Data
+	}
+	msgs, err := s.outbox.Messages(events, stored, s.mapper.Cipher != nil)
+	if err != nil {
+		return &Error{Op: "append", Err: err}
+	}
+	for _, m := range extra {
+		if m.Topic == "" {
+			return &Error{Op: "append", Err: fmt.Errorf("%w: integration message without a topic", outbox.ErrUnroutable)}
+		}
+	}
+	return s.outboxRec.AppendWithOutbox(ctx, recs, append(msgs, extra...))
 }
+
+// HasOutbox reports whether appends write outbox messages.
+func (s *EventStore) HasOutbox() bool { return s.outbox != nil }
 
 // Events returns an aggregate's events selected by q, decoded and
 // verified: each event's hash must match its content and, for ascending

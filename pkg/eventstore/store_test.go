@@ -82,7 +82,7 @@ func TestRoundTripOptions(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			rec := memory.New()
-			s := eventstore.New(rec, registry(), tc.opts)
+			s := eventstore.MustNew(rec, registry(), tc.opts)
 			n := newNote(t, "alpha", "beta")
 			n.PendingEvents()
 			events := n.PendingEvents()
@@ -125,16 +125,16 @@ func TestCipherErrors(t *testing.T) {
 		}
 	}
 	rec := memory.New()
-	writer := eventstore.New(rec, registry(), eventstore.Options{Cipher: key(t)})
+	writer := eventstore.MustNew(rec, registry(), eventstore.Options{Cipher: key(t)})
 	n := newNote(t, "x")
 	if err := writer.Append(ctx, n.PendingEvents()...); err != nil {
 		t.Fatal(err)
 	}
-	wrongKey := eventstore.New(rec, registry(), eventstore.Options{Cipher: key(t)})
+	wrongKey := eventstore.MustNew(rec, registry(), eventstore.Options{Cipher: key(t)})
 	if _, err := wrongKey.Events(ctx, n.ID(), eventstore.StreamQuery{}); !errors.Is(err, eventstore.ErrIntegrity) || !errors.Is(err, eventstore.ErrCipher) {
 		t.Errorf("wrong key: %v, want ErrIntegrity and ErrCipher", err)
 	}
-	noKey := eventstore.New(rec, registry(), eventstore.Options{})
+	noKey := eventstore.MustNew(rec, registry(), eventstore.Options{})
 	if _, err := noKey.Events(ctx, n.ID(), eventstore.StreamQuery{}); !errors.Is(err, eventstore.ErrCipher) || !strings.Contains(err.Error(), "CIPHER_KEY") {
 		t.Errorf("no key: %v", err)
 	}
@@ -181,10 +181,10 @@ func TestTamperingDetected(t *testing.T) {
 			t.Parallel()
 			rec := memory.New()
 			n := newNote(t, "alpha", "beta", "gamma")
-			if err := eventstore.New(rec, registry(), tc.opts).Append(ctx, n.PendingEvents()...); err != nil {
+			if err := eventstore.MustNew(rec, registry(), tc.opts).Append(ctx, n.PendingEvents()...); err != nil {
 				t.Fatal(err)
 			}
-			s := eventstore.New(tamper{rec, tc.fn}, registry(), tc.opts)
+			s := eventstore.MustNew(tamper{rec, tc.fn}, registry(), tc.opts)
 			if _, err := s.Events(ctx, n.ID(), eventstore.StreamQuery{}); !errors.Is(err, eventstore.ErrIntegrity) {
 				t.Fatalf("err = %v, want ErrIntegrity", err)
 			}
@@ -197,7 +197,7 @@ func TestBadEventsWriteNothing(t *testing.T) {
 	ctx := context.Background()
 	type Unregistered struct{ X int }
 	rec := memory.New()
-	s := eventstore.New(rec, registry(), eventstore.Options{MaxDataSize: 512})
+	s := eventstore.MustNew(rec, registry(), eventstore.Options{MaxDataSize: 512})
 
 	n := newNote(t)
 	_ = aggregate.Trigger(n, &Unregistered{X: 1})
@@ -226,10 +226,10 @@ func TestUnknownTypeOnRead(t *testing.T) {
 	ctx := context.Background()
 	rec := memory.New()
 	n := newNote(t, "a")
-	if err := eventstore.New(rec, registry(), eventstore.Options{}).Append(ctx, n.PendingEvents()...); err != nil {
+	if err := eventstore.MustNew(rec, registry(), eventstore.Options{}).Append(ctx, n.PendingEvents()...); err != nil {
 		t.Fatal(err)
 	}
-	reader := eventstore.New(rec, aggregate.NewRegistry(), eventstore.Options{}) // LineAdded unknown
+	reader := eventstore.MustNew(rec, aggregate.NewRegistry(), eventstore.Options{}) // LineAdded unknown
 	if _, err := reader.Events(ctx, n.ID(), eventstore.StreamQuery{}); !errors.Is(err, eventstore.ErrUnknownEventType) {
 		t.Fatalf("err = %v, want ErrUnknownEventType", err)
 	}
@@ -239,7 +239,7 @@ func TestSnapshotUpcast(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	rec := memory.New()
-	old := eventstore.New(rec, registry(), eventstore.Options{Cipher: nil})
+	old := eventstore.MustNew(rec, registry(), eventstore.Options{Cipher: nil})
 	n := newNote(t, "a", "b")
 	if err := old.Append(ctx, n.PendingEvents()...); err != nil {
 		t.Fatal(err)
@@ -255,7 +255,7 @@ func TestSnapshotUpcast(t *testing.T) {
 		d["text"] = strings.ToUpper(d["text"].(string))
 		return nil
 	}))
-	s := eventstore.New(rec, reg, eventstore.Options{})
+	s := eventstore.MustNew(rec, reg, eventstore.Options{})
 	got := new(Note)
 	ok, err := s.LoadSnapshot(ctx, n.ID(), nil, got)
 	if err != nil || !ok {

@@ -1,0 +1,205 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/esflow/esflow/pkg/eventstore"
+)
+
+// ReadStream returns the records of one stream selected by q (see
+// [eventstore.Recorder]).
+func (s *Store) ReadStream(ctx context.Context, streamID uuid.UUID, q eventstore.StreamQuery) ([]eventstore.Record, error) {
+	const op = "read stream"
+	if err := s.checkOpen(op); err != nil {
+		return nil, err
+	}
+	if q.Limit < 0 {
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: fmt.Errorf("%w: negative limit %d", eventstore.ErrInvalidRecord, q.Limit)}
+	}
+	if q.After != nil && *q.After >= math.MaxInt64 {
+		return []eventstore.Record{}, nil // no position can follow
+	}
+	n := s.names
+	var sql strings.Builder
+	sql.WriteString(`SELECT ` + n.Position + `, ` + n.Topic + `, ` + n.Data + ` FROM ` + n.Table + ` WHERE ` + n.StreamID + ` = $1`)
+	args := []any{pgtype.UUID{Bytes: streamID, Valid: true}}
+	param := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if q.After != nil {
+		sql.WriteString(` AND ` + n.Position + ` > ` + param(int64(*q.After)))
+	}
+	if q.UpTo != nil && *q.UpTo < math.MaxInt64 {
+		sql.WriteString(` AND ` + n.Position + ` <= ` + param(int64(*q.UpTo)))
+	}
+	sql.WriteString(` ORDER BY ` + n.Position)
+	if q.Descending {
+		sql.WriteString(` DESC`)
+	}
+	if q.Limit > 0 {
+		sql.WriteString(` LIMIT ` + param(int64(q.Limit)))
+	}
+	rows, err := s.pool.Query(ctx, sql.String(), args...)
+	if err != nil {
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+	}
+	out := make([]eventstore.Record, 0, 16)
+	var (
+		pos   int64
+		topic string
+		data  []byte
+	)
+	_, err = pgx.ForEachRow(rows, []any{&pos, &topic, &data}, func() error {
+		out = append(out, eventstore.Record{StreamID: streamID, Position: uint64(pos), Topic: topic, Data: data})
+		data = nil // Scan would otherwise reuse the buffer
+		return nil
+	})
+	if err != nil {
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+	}
+	return out, nil
+}
+
+// ReadNotifications returns records in global order with ID >= q.Start,
+// at most q.Limit of them (see [eventstore.Recorder]). It first runs the
+// sequencer, which numbers the records of finished transactions; see
+// NOTIFICATIONS.md for why no record can later appear before an ID
+// already returned.
+func (s *Store) ReadNotifications(ctx context.Context, q eventstore.NotificationQuery) ([]eventstore.Notification, error) {
+	const op = "read notifications"
+	if err := s.checkOpen(op); err != nil {
+		return nil, err
+	}
+	if q.Limit <= 0 {
+		return nil, &eventstore.Error{Op: op, Err: fmt.Errorf("%w: notification query limit must be > 0, got %d", eventstore.ErrInvalidRecord, q.Limit)}
+	}
+	if q.Start > math.MaxInt64 {
+		return []eventstore.Notification{}, nil
+	}
+	if err := s.sequence(ctx); err != nil {
+		return nil, &eventstore.Error{Op: op, Err: err}
+	}
+	var rows pgx.Rows
+	var err error
+	if len(q.Topics) > 0 {
+		rows, err = s.pool.Query(ctx, s.notifTopicsSQL, int64(q.Start), int64(q.Limit), q.Topics)
+	} else {
+		rows, err = s.pool.Query(ctx, s.notifSQL, int64(q.Start), int64(q.Limit))
+	}
+	if err != nil {
+		return nil, &eventstore.Error{Op: op, Err: err}
+	}
+	out := make([]eventstore.Notification, 0, min(q.Limit, 256))
+	var (
+		nid   int64
+		id    pgtype.UUID
+		pos   int64
+		topic string
+		data  []byte
+	)
+	_, err = pgx.ForEachRow(rows, []any{&nid, &id, &pos, &topic, &data}, func() error {
+		out = append(out, eventstore.Notification{
+			ID:     uint64(nid),
+			Record: eventstore.Record{StreamID: id.Bytes, Position: uint64(pos), Topic: topic, Data: data},
+		})
+		data = nil
+		return nil
+	})
+	if err != nil {
+		return nil, &eventstore.Error{Op: op, Err: err}
+	}
+	return out, nil
+}
+
+// MaxNotificationID runs the sequencer and returns the highest
+// notification ID assigned, or 0 when there is none.
+func (s *Store) MaxNotificationID(ctx context.Context) (uint64, error) {
+	const op = "max notification id"
+	if err := s.checkOpen(op); err != nil {
+		return 0, err
+	}
+	if err := s.sequence(ctx); err != nil {
+		return 0, &eventstore.Error{Op: op, Err: err}
+	}
+	var max int64
+	if err := s.pool.QueryRow(ctx, s.maxNotifSQL).Scan(&max); err != nil {
+		return 0, &eventstore.Error{Op: op, Err: err}
+	}
+	return uint64(max), nil
+}
+
+// Sequence runs the sequencer now: it numbers every record whose writing
+// transaction has finished. Readers call it implicitly; call it directly
+// to number records ahead of reads.
+func (s *Store) Sequence(ctx context.Context) error {
+	if err := s.checkOpen("sequence"); err != nil {
+		return err
+	}
+	if err := s.sequence(ctx); err != nil {
+		return &eventstore.Error{Op: "sequence", Err: err}
+	}
+	return nil
+}
+
+// sequence runs sequencer steps while they fill a whole batch.
+func (s *Store) sequence(ctx context.Context) error {
+	for {
+		n, err := s.sequenceStep(ctx)
+		if err != nil {
+			return err
+		}
+		if n < int64(s.batch) {
+			return nil
+		}
+	}
+}
+
+// sequenceStep is one short READ COMMITTED transaction, sent as one
+// pipeline: take the table's sequencer lock (waiting for a running step to
+// finish), then number up to s.batch committed records, then commit. The
+// UPDATE is a later statement than the lock, so its snapshot includes
+// everything the previous step committed.
+func (s *Store) sequenceStep(ctx context.Context) (int64, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("sequencer: acquire connection: %w", err)
+	}
+	defer conn.Release()
+	c := conn.Conn()
+
+	b := &pgx.Batch{}
+	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
+	b.Queue(`SELECT pg_advisory_xact_lock($1)`, s.seqLockKey)
+	b.Queue(s.sequenceSQL, int64(s.batch))
+	b.Queue("COMMIT")
+	br := c.SendBatch(ctx, b)
+	var tag pgconn.CommandTag
+	for i := range b.Len() {
+		t, e := br.Exec()
+		if e != nil {
+			err = e
+			break
+		}
+		if i == 2 {
+			tag = t
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		rollback(ctx, c)
+		return 0, fmt.Errorf("sequencer: assign notification ids: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

@@ -1,0 +1,334 @@
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"text/template"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/esflow/esflow/pkg/eventstore"
+)
+
+// DefaultSequencerBatch is the default for [Config.SequencerBatch].
+const DefaultSequencerBatch = 10000
+
+// MigrationsTable records which migrations were applied to which events
+// table (one row per table and version).
+const MigrationsTable = "esflow_schema_migrations"
+
+// Config configures a [Store]. The zero value is usable.
+type Config struct {
+	// Schema names the events table, its columns and the snapshot table.
+	// The zero value means [eventstore.DefaultSchema]; empty fields take
+	// their defaults. Names are validated (see [eventstore.Schema.Validate])
+	// before any SQL is built.
+	Schema eventstore.Schema
+
+	// SequencerBatch caps how many records one sequencer step numbers
+	// (see NOTIFICATIONS.md). Zero means [DefaultSequencerBatch].
+	SequencerBatch int
+}
+
+// Store is a PostgreSQL [eventstore.Recorder] and
+// [eventstore.SnapshotRecorder]. It is safe for concurrent use.
+type Store struct {
+	pool   *pgxpool.Pool
+	owned  bool
+	closed atomic.Bool
+	schema eventstore.Schema
+	names  names
+	batch  int
+
+	seqLockKey int64
+
+	insertSQL      string
+	conflictSQL    string
+	sequenceSQL    string
+	notifSQL       string
+	notifTopicsSQL string
+	maxNotifSQL    string
+	saveSnapSQL    string
+	latestSnapSQL  string
+}
+
+// names holds the validated, quoted identifiers SQL is built from.
+type names struct {
+	Table, SnapshotTable            string
+	StreamID, Position, Topic, Data string
+	StreamKey, NotificationIndex    string
+	PendingIndex                    string
+	rawTable, rawStreamKey          string
+}
+
+var _ eventstore.Recorder = (*Store)(nil)
+var _ eventstore.SnapshotRecorder = (*Store)(nil)
+
+// New returns a Store using pool, which stays owned by the caller ([Store.Close]
+// does not close it). It fails with an error matching
+// [eventstore.ErrInvalidIdentifier] when cfg.Schema has an invalid name.
+// New does not touch the database: call [Store.Migrate] to create tables.
+func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
+	if pool == nil {
+		return nil, &eventstore.Error{Op: "new", Err: errors.New("nil pool")}
+	}
+	schema := cfg.Schema.WithDefaults()
+	if err := schema.Validate(); err != nil {
+		return nil, &eventstore.Error{Op: "new", Err: err}
+	}
+	if cfg.SequencerBatch < 0 {
+		return nil, &eventstore.Error{Op: "new", Err: fmt.Errorf("negative SequencerBatch %d", cfg.SequencerBatch)}
+	}
+	batch := cfg.SequencerBatch
+	if batch == 0 {
+		batch = DefaultSequencerBatch
+	}
+	q := eventstore.Quote
+	n := names{
+		Table:             q(schema.Table),
+		SnapshotTable:     q(schema.SnapshotTable),
+		StreamID:          q(schema.StreamIDColumn),
+		Position:          q(schema.PositionColumn),
+		Topic:             q(schema.TopicColumn),
+		Data:              q(schema.DataColumn),
+		StreamKey:         q(schema.Table + "_stream_key"),
+		NotificationIndex: q(schema.Table + "_nid_key"),
+		PendingIndex:      q(schema.Table + "_pending_idx"),
+		rawTable:          schema.Table,
+		rawStreamKey:      schema.Table + "_stream_key",
+	}
+	s := &Store{
+		pool:       pool,
+		schema:     schema,
+		names:      n,
+		batch:      batch,
+		seqLockKey: lockKey("esflow:sequencer:" + schema.Table),
+	}
+	s.buildSQL()
+	return s, nil
+}
+
+// Open connects to dsn and returns a Store that owns the pool:
+// [Store.Close] closes it.
+func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, &eventstore.Error{Op: "open", Err: fmt.Errorf("parse connection string: %w", err)}
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, &eventstore.Error{Op: "open", Err: fmt.Errorf("create pool: %w", err)}
+	}
+	s, err := New(pool, cfg)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s.owned = true
+	return s, nil
+}
+
+// Close marks the store closed (later calls fail with
+// [eventstore.ErrClosed]) and closes the pool if the store opened it.
+func (s *Store) Close() {
+	if s.closed.Swap(true) {
+		return
+	}
+	if s.owned {
+		s.pool.Close()
+	}
+}
+
+// Pool returns the connection pool the store uses.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Schema returns the validated schema with defaults filled in.
+func (s *Store) Schema() eventstore.Schema { return s.schema }
+
+func (s *Store) checkOpen(op string) error {
+	if s.closed.Load() {
+		return &eventstore.Error{Op: op, Err: eventstore.ErrClosed}
+	}
+	return nil
+}
+
+// lockKey derives a stable advisory lock key from a name.
+func lockKey(name string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(name))
+	return int64(h.Sum64())
+}
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+type migration struct {
+	version int
+	name    string
+	tmpl    *template.Template
+}
+
+// migrations lists the embedded migrations in version order.
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("read embedded migrations: %w", err)
+	}
+	var out []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		if !ok {
+			return nil, fmt.Errorf("migration %s: name must start with a version", e.Name())
+		}
+		v, err := strconv.Atoi(num)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %s: bad version %q", e.Name(), num)
+		}
+		body, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
+		}
+		t, err := template.New(e.Name()).Option("missingkey=error").Parse(string(body))
+		if err != nil {
+			return nil, fmt.Errorf("parse migration %s: %w", e.Name(), err)
+		}
+		out = append(out, migration{version: v, name: e.Name(), tmpl: t})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
+	for i := 1; i < len(out); i++ {
+		if out[i].version == out[i-1].version {
+			return nil, fmt.Errorf("migrations %s and %s share version %d", out[i-1].name, out[i].name, out[i].version)
+		}
+	}
+	return out, nil
+}
+
+var migrateLockKey = lockKey("esflow:migrate")
+
+// Migrate creates or upgrades the events and snapshot tables. It is
+// idempotent and safe to call concurrently (from many processes too): the
+// migrations run in one transaction under an advisory lock, and each
+// applied version is recorded in [MigrationsTable] for the events table.
+func (s *Store) Migrate(ctx context.Context) error {
+	const op = "migrate"
+	if err := s.checkOpen(op); err != nil {
+		return err
+	}
+	ms, err := migrations()
+	if err != nil {
+		return &eventstore.Error{Op: op, Err: err}
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+MigrationsTable+` (
+    table_name text NOT NULL,
+    version int NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, version)
+)`); err != nil {
+			return fmt.Errorf("create %s: %w", MigrationsTable, err)
+		}
+		rows, err := tx.Query(ctx, `SELECT version FROM `+MigrationsTable+` WHERE table_name = $1`, s.names.rawTable)
+		if err != nil {
+			return fmt.Errorf("read applied migrations: %w", err)
+		}
+		applied, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err != nil {
+			return fmt.Errorf("read applied migrations: %w", err)
+		}
+		done := make(map[int]bool, len(applied))
+		for _, v := range applied {
+			done[int(v)] = true
+		}
+		for _, m := range ms {
+			if done[m.version] {
+				continue
+			}
+			var sql strings.Builder
+			if err := m.tmpl.Execute(&sql, s.names); err != nil {
+				return fmt.Errorf("render migration %s: %w", m.name, err)
+			}
+			if _, err := tx.Exec(ctx, sql.String()); err != nil {
+				return fmt.Errorf("apply migration %s: %w", m.name, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO `+MigrationsTable+` (table_name, version) VALUES ($1, $2)`, s.names.rawTable, m.version); err != nil {
+				return fmt.Errorf("record migration %s: %w", m.name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return &eventstore.Error{Op: op, Err: err}
+	}
+	return nil
+}
+
+// buildSQL prepares the statements from the quoted names.
+func (s *Store) buildSQL() {
+	n := s.names
+	// One statement for the whole batch. A stream's first record is kept
+	// only when it starts the stream or its predecessor exists, so an
+	// append beyond the end inserts fewer rows than given; an append at
+	// an existing position violates the stream key.
+	s.insertSQL = `INSERT INTO ` + n.Table + ` (` + n.StreamID + `, ` + n.Position + `, ` + n.Topic + `, ` + n.Data + `)
+SELECT r.sid, r.pos, r.topic, r.data
+FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $5::bool[]) WITH ORDINALITY AS r(sid, pos, topic, data, first, ord)
+WHERE NOT r.first OR r.pos = 0 OR EXISTS (
+    SELECT 1 FROM ` + n.Table + ` e WHERE e.` + n.StreamID + ` = r.sid AND e.` + n.Position + ` = r.pos - 1)
+ORDER BY r.ord`
+	// Which first records would be refused (used only to report a conflict).
+	s.conflictSQL = `SELECT r.sid, r.pos
+FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY AS r(sid, pos, ord)
+WHERE r.pos > 0 AND NOT EXISTS (
+    SELECT 1 FROM ` + n.Table + ` e WHERE e.` + n.StreamID + ` = r.sid AND e.` + n.Position + ` = r.pos - 1)
+ORDER BY r.ord
+LIMIT 1`
+	// Numbers the committed, not yet numbered records in insertion (seq)
+	// order, continuing from the highest id. It runs under the table's
+	// sequencer lock, in a statement that starts after the lock was taken,
+	// so it sees every id assigned before (see NOTIFICATIONS.md).
+	s.sequenceSQL = `WITH pending AS (
+    SELECT p.seq, row_number() OVER (ORDER BY p.seq) AS rn
+    FROM (
+        SELECT seq FROM ` + n.Table + `
+        WHERE notification_id IS NULL
+        ORDER BY seq
+        LIMIT $1
+    ) p
+), base AS (
+    SELECT coalesce(max(notification_id), 0) AS top FROM ` + n.Table + `
+)
+UPDATE ` + n.Table + ` t
+SET notification_id = base.top + pending.rn
+FROM pending, base
+WHERE t.seq = pending.seq`
+	cols := `notification_id, ` + n.StreamID + `, ` + n.Position + `, ` + n.Topic + `, ` + n.Data
+	s.notifSQL = `SELECT ` + cols + ` FROM ` + n.Table + `
+WHERE notification_id >= $1
+ORDER BY notification_id
+LIMIT $2`
+	s.notifTopicsSQL = `SELECT ` + cols + ` FROM ` + n.Table + `
+WHERE notification_id >= $1 AND ` + n.Topic + ` = ANY($3::text[])
+ORDER BY notification_id
+LIMIT $2`
+	s.maxNotifSQL = `SELECT coalesce(max(notification_id), 0) FROM ` + n.Table
+	s.saveSnapSQL = `INSERT INTO ` + n.SnapshotTable + ` (` + n.StreamID + `, ` + n.Position + `, ` + n.Topic + `, ` + n.Data + `)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (` + n.StreamID + `, ` + n.Position + `) DO UPDATE
+SET ` + n.Topic + ` = EXCLUDED.` + n.Topic + `, ` + n.Data + ` = EXCLUDED.` + n.Data
+	s.latestSnapSQL = `SELECT ` + n.Position + `, ` + n.Topic + `, ` + n.Data + ` FROM ` + n.SnapshotTable + `
+WHERE ` + n.StreamID + ` = $1 AND ` + n.Position + ` <= $2
+ORDER BY ` + n.Position + ` DESC
+LIMIT 1`
+}
