@@ -125,7 +125,7 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 			}
 		}
 	}
-	app.Store = eventstore.New(app.recorder, cfg.Registry, opts)
+	app.Store = eventstore.MustNew(app.recorder, cfg.Registry, opts) // TODO outbox
 	app.Log = NewLocalLog(app.recorder, cfg.SectionSize)
 	return app, nil
 }

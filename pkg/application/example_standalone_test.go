@@ -51,7 +51,7 @@ func Example_standAlone() {
 	}
 
 	// The event store maps domain events to sequenced items.
-	eventStore := eventstore.New(records, aggregate.NewRegistry(), eventstore.Options{})
+	eventStore := eventstore.MustNew(records, aggregate.NewRegistry(), eventstore.Options{})
 
 	// The repository rebuilds entities with the mutator function.
 	exampleRepository := application.NewEntityRepository(eventStore, standalone.Mutate)
