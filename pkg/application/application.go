@@ -11,7 +11,18 @@ import (
 	"github.com/esflow/esflow/pkg/eventstore/memory"
 	"github.com/esflow/esflow/pkg/eventstore/postgres"
 	"github.com/esflow/esflow/pkg/eventstore/sqlite"
+	"github.com/esflow/esflow/pkg/outbox"
+	outboxmemory "github.com/esflow/esflow/pkg/outbox/memory"
+	outboxpostgres "github.com/esflow/esflow/pkg/outbox/postgres"
+	outboxsqlite "github.com/esflow/esflow/pkg/outbox/sqlite"
 )
+
+// Outbox is the relay's side of an application's transactional outbox.
+type Outbox interface {
+	outbox.Source
+	outbox.Locker
+	outbox.Waker
+}
 
 // Config configures an [Application]. The zero value is an in-memory
 // SQLite store without encryption; register your types in Registry.
@@ -39,6 +50,12 @@ type Config struct {
 	SectionSize int
 	// Logger receives operational warnings. Default: slog.Default().
 	Logger *slog.Logger
+	// Outbox, when set, writes every saved event's Kafka message to the
+	// transactional outbox in the same transaction (routing and envelope
+	// per the builder). Application.Outbox then returns the relay's view.
+	Outbox *outbox.Builder
+	// OutboxTable names the outbox table. Default "esflow_outbox".
+	OutboxTable string
 }
 
 // Application ties an event store to its backend and a notification log:
@@ -53,6 +70,7 @@ type Application struct {
 	Backend Backend
 
 	recorder eventstore.Recorder
+	outbox   Outbox
 	cfg      Config
 	closers  []func() error
 }
@@ -95,7 +113,15 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 	app := &Application{Backend: backend, cfg: cfg}
 	switch backend {
 	case BackendMemory:
-		app.recorder = memory.New()
+		mem := memory.New()
+		app.recorder = mem
+		if cfg.Outbox != nil {
+			box, err := outboxmemory.New(mem, outboxmemory.Config{})
+			if err != nil {
+				return nil, err
+			}
+			app.recorder, app.outbox = box, box
+		}
 	case BackendSQLite:
 		dsn := cfg.DatabaseURL
 		if dsn == "" {
@@ -107,8 +133,17 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 		}
 		app.closers = append(app.closers, s.Close)
 		app.recorder = s
+		migrate := s.Migrate
+		if cfg.Outbox != nil {
+			box, err := outboxsqlite.New(s, outboxsqlite.Config{OutboxTable: cfg.OutboxTable})
+			if err != nil {
+				return nil, errors.Join(err, app.Close())
+			}
+			app.closers = append(app.closers, box.Close)
+			app.recorder, app.outbox, migrate = box, box, box.Migrate
+		}
 		if cfg.CreateTables {
-			if err := s.Migrate(ctx); err != nil {
+			if err := migrate(ctx); err != nil {
 				return nil, errors.Join(err, app.Close())
 			}
 		}
@@ -119,15 +154,38 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 		}
 		app.closers = append(app.closers, func() error { s.Close(); return nil })
 		app.recorder = s
+		migrate := s.Migrate
+		if cfg.Outbox != nil {
+			box, err := outboxpostgres.New(s, outboxpostgres.Config{OutboxTable: cfg.OutboxTable})
+			if err != nil {
+				return nil, errors.Join(err, app.Close())
+			}
+			app.closers = append(app.closers, func() error { box.Close(); return nil })
+			app.recorder, app.outbox, migrate = box, box, box.Migrate
+		}
 		if cfg.CreateTables {
-			if err := s.Migrate(ctx); err != nil {
+			if err := migrate(ctx); err != nil {
 				return nil, errors.Join(err, app.Close())
 			}
 		}
 	}
-	app.Store = eventstore.MustNew(app.recorder, cfg.Registry, opts) // TODO outbox
+	opts.Outbox = cfg.Outbox
+	app.Store, err = eventstore.New(app.recorder, cfg.Registry, opts)
+	if err != nil {
+		return nil, errors.Join(err, app.Close())
+	}
 	app.Log = NewLocalLog(app.recorder, cfg.SectionSize)
 	return app, nil
+}
+
+// Outbox returns the relay's view of the transactional outbox, or nil when
+// Config.Outbox was not set.
+func (a *Application) Outbox() Outbox { return a.outbox }
+
+// SaveWithMessages is Save plus integration messages of the service's own,
+// written to the outbox in the same transaction as the events.
+func (a *Application) SaveWithMessages(ctx context.Context, msgs []outbox.Message, aggs ...aggregate.Aggregate) error {
+	return saveWith(ctx, a.Store, msgs, aggs, func(typ string) uint64 { return a.cfg.SnapshotEvery[typ] }, a.cfg.Logger)
 }
 
 // Recorder returns the backend's recorder (for raw records).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/eventstore"
+	"github.com/esflow/esflow/pkg/outbox"
 )
 
 // ErrNotFound is returned (wrapped) for an aggregate that does not exist,
@@ -163,11 +164,15 @@ func Save(ctx context.Context, store *eventstore.EventStore, aggs ...aggregate.A
 }
 
 func save(ctx context.Context, store *eventstore.EventStore, aggs []aggregate.Aggregate, every func(typ string) uint64, logger *slog.Logger) error {
+	return saveWith(ctx, store, nil, aggs, every, logger)
+}
+
+func saveWith(ctx context.Context, store *eventstore.EventStore, msgs []outbox.Message, aggs []aggregate.Aggregate, every func(typ string) uint64, logger *slog.Logger) error {
 	var events []aggregate.Event
 	for _, a := range aggs {
 		events = append(events, a.AggregateRoot().PendingEvents()...)
 	}
-	if err := store.Append(ctx, events...); err != nil {
+	if err := store.AppendWithMessages(ctx, msgs, events...); err != nil {
 		return err
 	}
 	for _, a := range aggs {

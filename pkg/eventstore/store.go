@@ -29,7 +29,7 @@ type EventStore struct {
 	recorder  Recorder
 	snapshots SnapshotRecorder // nil when the recorder has none
 	mapper    *Mapper
-	outbox    *outbox.Builder  // nil: no outbox
+	outbox    *outbox.Builder // nil: no outbox
 	outboxRec OutboxRecorder
 }
 

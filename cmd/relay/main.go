@@ -1,0 +1,133 @@
+// Command relay publishes the transactional outbox to Kafka.
+//
+// Configuration comes from the environment (DATABASE_URL, KAFKA_BROKERS and
+// the KAFKA_TLS_* / KAFKA_SASL_* variables of package kafkaenv) and flags:
+//
+//	relay [-shard 0 -shards 1] [-batch-size 1000] [-http-addr :9102]
+//	      [-auto-create-topics -topic-partitions 8 -topic-replication 1]
+//
+// Several replicas may run: one is active per shard (a PostgreSQL advisory
+// lock), the others wait and take over within a second when it dies.
+// SIGTERM finishes the in-flight batch and exits. /healthz, /readyz and
+// /metrics are served on -http-addr.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/esflow/esflow/pkg/application"
+	"github.com/esflow/esflow/pkg/kafkaenv"
+	"github.com/esflow/esflow/pkg/ops"
+	"github.com/esflow/esflow/pkg/outbox"
+	"github.com/esflow/esflow/pkg/relay"
+	"github.com/esflow/esflow/pkg/relay/kafkapub"
+	"github.com/esflow/esflow/pkg/relay/relaymetrics"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "relay:", err)
+		os.Exit(1)
+	}
+}
+
+// run is main without the process: ready, when set, gets the ops address.
+func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Addr)) error {
+	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
+	var (
+		shard       = fs.Int("shard", 0, "index of the outbox shard to publish")
+		shards      = fs.Int("shards", 1, "number of outbox shards (messages are split by key hash)")
+		batch       = fs.Int("batch-size", 1000, "most messages fetched and published at once")
+		poll        = fs.Duration("poll-interval", 0, "idle poll interval (default 1s with LISTEN/NOTIFY, 20ms without)")
+		httpAddr    = fs.String("http-addr", ":9102", "address of /healthz, /readyz and /metrics")
+		autoCreate  = fs.Bool("auto-create-topics", false, "create missing topics before publishing to them")
+		partitions  = fs.Int("topic-partitions", 8, "partitions of auto-created topics")
+		replication = fs.Int("topic-replication", 1, "replication factor of auto-created topics")
+		table       = fs.String("outbox-table", "", "outbox table name (default esflow_outbox)")
+		migrate     = fs.Bool("migrate", true, "create the outbox tables if missing")
+		logFormat   = fs.String("log-format", "json", "log format: json or text")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(logOut, *logFormat)
+
+	kcfg, err := kafkaenv.FromEnv("esflow-relay")
+	if err != nil {
+		return err
+	}
+	dbURL := os.Getenv(application.EnvDatabaseURL)
+	if dbURL == "" {
+		dbURL = os.Getenv(application.EnvDBURI)
+	}
+	if dbURL == "" {
+		return errors.New("DATABASE_URL is required")
+	}
+	app, err := application.New(ctx, application.Config{
+		DatabaseURL: dbURL, Outbox: &outbox.Builder{}, OutboxTable: *table, CreateTables: *migrate, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	box := app.Outbox()
+
+	pub, err := kafkapub.New(kafkapub.Config{
+		Brokers: kcfg.Brokers, ClientID: kcfg.ClientID, TLS: kcfg.TLS, SASL: kcfg.SASL,
+		AutoCreateTopics: *autoCreate, Partitions: *partitions, ReplicationFactor: *replication,
+	})
+	if err != nil {
+		return err
+	}
+	defer pub.Close()
+
+	reg := ops.NewRegistry()
+	sh := outbox.Shard{Index: *shard, Count: *shards}
+	metrics := relaymetrics.New(reg, box, sh)
+	r, err := relay.New(box, pub, relay.Config{
+		Shard: sh, BatchSize: *batch, PollInterval: *poll, Locker: box, Waker: box,
+		Hooks: metrics.Hooks(), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	live := map[string]ops.Check{"loop": func(context.Context) error {
+		if age := time.Since(r.LastBeat()); age > time.Minute {
+			return fmt.Errorf("relay loop silent for %s", age.Round(time.Second))
+		}
+		return nil
+	}}
+	readyChecks := map[string]ops.Check{"database": func(ctx context.Context) error {
+		_, err := box.Backlog(ctx, sh)
+		return err
+	}}
+	log.Info("relay starting", "shard", sh.Index, "shards", max(sh.Count, 1), "brokers", kcfg.Brokers, "backend", app.Backend)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return r.Run(gctx) })
+	g.Go(func() error {
+		return ops.Serve(gctx, *httpAddr, ops.Handler(reg, live, readyChecks), 5*time.Second, log, ready)
+	})
+	return g.Wait()
+}
+
+func newLogger(w io.Writer, format string) *slog.Logger {
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}

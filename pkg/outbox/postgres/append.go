@@ -1,0 +1,348 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/esflow/esflow/pkg/eventstore"
+	"github.com/esflow/esflow/pkg/outbox"
+)
+
+// guardCode is the SQLSTATE the chain guard function raises.
+const guardCode = "ES409"
+
+type queries struct {
+	appendBoth, appendMsgs      string
+	fetch, del, backlog, parked string
+	park                        string
+	streamKey                   string // raw constraint name of the events table
+}
+
+func buildQueries(s eventstore.Schema, table string) queries {
+	q := eventstore.Quote
+	ev, sid, pos, top, dat := q(s.Table), q(s.StreamIDColumn), q(s.PositionColumn), q(s.TopicColumn), q(s.DataColumn)
+	ob, guard := q(table), q(table+"_chain_guard")
+	msgInsert := `INSERT INTO ` + ob + ` (topic, key, value, headers, key_hash)
+    SELECT m.topic, m.key, m.value, m.headers, m.key_hash
+    FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int[]) WITH ORDINALITY AS m(topic, key, value, headers, key_hash, ord)
+    ORDER BY m.ord`
+	shard := `parked_at IS NULL AND ($1::int <= 1 OR key_hash % $1::int = $2::int)`
+	return queries{
+		// One statement, hence one round trip and one implicit
+		// transaction: the events insert (the event store's statement,
+		// with the chain check turned into an error) and the outbox
+		// insert commit together or not at all.
+		appendBoth: `WITH m AS (
+    ` + msgInsert + `
+    RETURNING 1
+), e AS (
+    INSERT INTO ` + ev + ` (` + sid + `, ` + pos + `, ` + top + `, ` + dat + `)
+    SELECT r.sid,
+        CASE WHEN NOT r.first OR r.pos = 0 OR EXISTS (
+            SELECT 1 FROM ` + ev + ` x WHERE x.` + sid + ` = r.sid AND x.` + pos + ` = r.pos - 1)
+        THEN r.pos ELSE ` + guard + `(r.sid, r.pos) END,
+        r.topic, r.data
+    FROM unnest($6::uuid[], $7::bigint[], $8::text[], $9::bytea[], $10::bool[]) WITH ORDINALITY AS r(sid, pos, topic, data, first, ord)
+    ORDER BY r.ord
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM m)`,
+		appendMsgs: msgInsert,
+		fetch: `SELECT id, topic, key, value, headers, created_at FROM ` + ob + `
+WHERE ` + shard + `
+ORDER BY id
+LIMIT $3`,
+		del:       `DELETE FROM ` + ob + ` WHERE id = ANY($1::bigint[])`,
+		backlog:   `SELECT count(*), min(created_at) FROM ` + ob + ` WHERE ` + shard,
+		parked:    `SELECT count(*) FROM ` + ob + ` WHERE parked_at IS NOT NULL AND ($1::int <= 1 OR key_hash % $1::int = $2::int)`,
+		park:      `UPDATE ` + ob + ` SET parked_at = now(), park_reason = $2 WHERE id = $1`,
+		streamKey: s.Table + "_stream_key",
+	}
+}
+
+// wireHeader is one header in the stored JSON: value is base64.
+type wireHeader struct {
+	Key   string `json:"key"`
+	Value []byte `json:"value"`
+}
+
+func encodeHeaders(hs []outbox.Header) ([]byte, error) {
+	if len(hs) == 0 {
+		return nil, nil
+	}
+	w := make([]wireHeader, len(hs))
+	for i, h := range hs {
+		w[i] = wireHeader{Key: h.Key, Value: h.Value}
+		if w[i].Value == nil {
+			w[i].Value = []byte{}
+		}
+	}
+	b, err := json.Marshal(w)
+	if err != nil {
+		return nil, fmt.Errorf("encode headers: %w", err)
+	}
+	return b, nil
+}
+
+func decodeHeaders(b []byte) ([]outbox.Header, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var w []wireHeader
+	if err := json.Unmarshal(b, &w); err != nil {
+		return nil, fmt.Errorf("decode headers: %w", err)
+	}
+	hs := make([]outbox.Header, len(w))
+	for i, h := range w {
+		hs[i] = outbox.Header{Key: h.Key, Value: h.Value}
+	}
+	return hs, nil
+}
+
+// msgArgs are the column arrays of the messages of one append.
+func msgArgs(msgs []outbox.Message) ([]any, error) {
+	topics := make([]string, len(msgs))
+	keys := make([][]byte, len(msgs))
+	vals := make([][]byte, len(msgs))
+	hdrs := make([][]byte, len(msgs))
+	hashes := make([]int32, len(msgs))
+	for i, m := range msgs {
+		if m.Topic == "" {
+			return nil, fmt.Errorf("%w: message %d has no topic", outbox.ErrUnroutable, i)
+		}
+		h, err := encodeHeaders(m.Headers)
+		if err != nil {
+			return nil, fmt.Errorf("message %d: %w", i, err)
+		}
+		topics[i], keys[i], vals[i], hdrs[i], hashes[i] = m.Topic, m.Key, m.Value, h, outbox.KeyHash(m.Key)
+	}
+	return []any{topics, keys, vals, hdrs, hashes}, nil
+}
+
+// recordArgs are the column arrays of the records of one append, with
+// first marking each stream's first record in the batch.
+func recordArgs(records []eventstore.Record) ([]any, error) {
+	ids := make([]pgtype.UUID, len(records))
+	pos := make([]int64, len(records))
+	topics := make([]string, len(records))
+	data := make([][]byte, len(records))
+	first := make([]bool, len(records))
+	seen := make(map[uuid.UUID]struct{}, 4)
+	for i, r := range records {
+		if r.Position > math.MaxInt64 {
+			return nil, &eventstore.Error{Op: "append", StreamID: r.StreamID, Position: r.Position,
+				Err: fmt.Errorf("%w: position exceeds the bigint range", eventstore.ErrInvalidRecord)}
+		}
+		ids[i] = pgtype.UUID{Bytes: r.StreamID, Valid: true}
+		pos[i] = int64(r.Position)
+		topics[i] = r.Topic
+		data[i] = r.Data
+		if data[i] == nil {
+			data[i] = []byte{}
+		}
+		if _, ok := seen[r.StreamID]; !ok {
+			seen[r.StreamID] = struct{}{}
+			first[i] = true
+		}
+	}
+	return []any{ids, pos, topics, data, first}, nil
+}
+
+// AppendWithOutbox implements [eventstore.OutboxRecorder]. Records and
+// messages are written by a single statement (one round trip, atomic):
+// a conflicting record — a position already taken, or a stream that does
+// not reach the first position — fails the whole statement with an error
+// matching [eventstore.ErrConcurrency], and no message is written. A
+// message without a topic is refused with an error matching
+// [outbox.ErrUnroutable]. After the commit, relays are woken (see
+// [Outbox.Wake]); nothing is signalled inside the transaction.
+func (o *Outbox) AppendWithOutbox(ctx context.Context, records []eventstore.Record, msgs []outbox.Message) error {
+	if err := eventstore.ValidateBatch(records); err != nil {
+		return err
+	}
+	if len(records) == 0 && len(msgs) == 0 {
+		return nil
+	}
+	margs, err := msgArgs(msgs)
+	if err != nil {
+		return fmt.Errorf("outbox/postgres: append: %w", err)
+	}
+	if len(records) == 0 {
+		if _, err := o.pool.Exec(ctx, o.q.appendMsgs, margs...); err != nil {
+			return fmt.Errorf("outbox/postgres: append messages: %w", err)
+		}
+		o.committed()
+		return nil
+	}
+	rargs, err := recordArgs(records)
+	if err != nil {
+		return err
+	}
+	var nEvents, nMsgs int64
+	err = o.pool.QueryRow(ctx, o.q.appendBoth, append(margs, rargs...)...).Scan(&nEvents, &nMsgs)
+	if err != nil {
+		return o.appendError(records, err)
+	}
+	if nEvents != int64(len(records)) || nMsgs != int64(len(msgs)) {
+		// Cannot happen: the guard raises instead of skipping rows. Say
+		// so loudly rather than pretend.
+		return &eventstore.Error{Op: "append", Err: fmt.Errorf("outbox/postgres: wrote %d of %d records and %d of %d messages", nEvents, len(records), nMsgs, len(msgs))}
+	}
+	if len(msgs) > 0 {
+		o.committed()
+	}
+	return nil
+}
+
+// appendError maps a failed append statement.
+func (o *Outbox) appendError(records []eventstore.Record, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "23505" && (pgErr.ConstraintName == "" || pgErr.ConstraintName == o.q.streamKey):
+			id, pos := conflictingStream(records, pgErr.Detail)
+			return eventstore.ConcurrencyError(id, pos, fmt.Errorf("position already taken: %w", err))
+		case pgErr.Code == guardCode:
+			id, pos := records[0].StreamID, records[0].Position
+			if f := strings.Fields(pgErr.Detail); len(f) == 2 {
+				if u, perr := uuid.Parse(f[0]); perr == nil {
+					if p, perr := strconv.ParseUint(f[1], 10, 64); perr == nil {
+						id, pos = u, p
+					}
+				}
+			}
+			return eventstore.ConcurrencyError(id, pos, errors.New("the stream does not reach the expected version"))
+		}
+	}
+	return &eventstore.Error{Op: "append", Err: fmt.Errorf("outbox/postgres: %w", err)}
+}
+
+// conflictingStream names the stream of a unique violation from its
+// detail ("Key (…)=(id, position) already exists."), falling back to the
+// batch's first record.
+func conflictingStream(records []eventstore.Record, detail string) (uuid.UUID, uint64) {
+	seen := map[uuid.UUID]bool{}
+	for _, r := range records {
+		if seen[r.StreamID] {
+			continue
+		}
+		seen[r.StreamID] = true
+		if detail != "" && strings.Contains(detail, r.StreamID.String()) {
+			return r.StreamID, r.Position
+		}
+	}
+	return records[0].StreamID, records[0].Position
+}
+
+func validShard(shard outbox.Shard) error {
+	if !shard.Valid() {
+		return fmt.Errorf("outbox/postgres: invalid shard %d/%d", shard.Index, shard.Count)
+	}
+	return nil
+}
+
+func shardArgs(shard outbox.Shard) (int32, int32) {
+	if shard.Count <= 1 {
+		return 1, 0
+	}
+	return int32(shard.Count), int32(shard.Index)
+}
+
+// Fetch implements [outbox.Source]: up to limit unparked messages of the
+// shard in id order.
+func (o *Outbox) Fetch(ctx context.Context, shard outbox.Shard, limit int) ([]outbox.Message, error) {
+	if err := validShard(shard); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, fmt.Errorf("outbox/postgres: fetch: limit %d must be positive", limit)
+	}
+	count, index := shardArgs(shard)
+	rows, err := o.pool.Query(ctx, o.q.fetch, count, index, limit)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: fetch: %w", err)
+	}
+	defer rows.Close()
+	var out []outbox.Message
+	for rows.Next() {
+		var m outbox.Message
+		var hdr []byte
+		if err := rows.Scan(&m.ID, &m.Topic, &m.Key, &m.Value, &hdr, &m.CreatedAt); err != nil {
+			return nil, fmt.Errorf("outbox/postgres: fetch: %w", err)
+		}
+		if m.Headers, err = decodeHeaders(hdr); err != nil {
+			return nil, fmt.Errorf("outbox/postgres: fetch message %d: %w", m.ID, err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("outbox/postgres: fetch: %w", err)
+	}
+	return out, nil
+}
+
+// Delete implements [outbox.Source]. Unknown ids are ignored.
+func (o *Outbox) Delete(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := o.pool.Exec(ctx, o.q.del, ids); err != nil {
+		return fmt.Errorf("outbox/postgres: delete: %w", err)
+	}
+	return nil
+}
+
+// Backlog implements [outbox.Source]. Parked messages are not counted
+// (see [Outbox.Parked]).
+func (o *Outbox) Backlog(ctx context.Context, shard outbox.Shard) (outbox.Backlog, error) {
+	if err := validShard(shard); err != nil {
+		return outbox.Backlog{}, err
+	}
+	count, index := shardArgs(shard)
+	var b outbox.Backlog
+	var oldest *time.Time
+	if err := o.pool.QueryRow(ctx, o.q.backlog, count, index).Scan(&b.Messages, &oldest); err != nil {
+		return outbox.Backlog{}, fmt.Errorf("outbox/postgres: backlog: %w", err)
+	}
+	if oldest != nil {
+		b.Oldest = *oldest
+	}
+	return b, nil
+}
+
+// Parked counts the shard's parked messages.
+func (o *Outbox) Parked(ctx context.Context, shard outbox.Shard) (int64, error) {
+	if err := validShard(shard); err != nil {
+		return 0, err
+	}
+	count, index := shardArgs(shard)
+	var n int64
+	if err := o.pool.QueryRow(ctx, o.q.parked, count, index).Scan(&n); err != nil {
+		return 0, fmt.Errorf("outbox/postgres: parked: %w", err)
+	}
+	return n, nil
+}
+
+// Park implements [outbox.Source]: the message stays in the table with
+// parked_at and park_reason set and is never fetched again. An unknown id
+// fails with an error matching [eventstore.ErrNotFound].
+func (o *Outbox) Park(ctx context.Context, id int64, reason string) error {
+	tag, err := o.pool.Exec(ctx, o.q.park, id, reason)
+	if err != nil {
+		return fmt.Errorf("outbox/postgres: park message %d: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("outbox/postgres: park message %d: %w", id, eventstore.ErrNotFound)
+	}
+	return nil
+}

@@ -1,0 +1,322 @@
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io/fs"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"text/template"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/esflow/esflow/pkg/eventstore"
+	pgstore "github.com/esflow/esflow/pkg/eventstore/postgres"
+	"github.com/esflow/esflow/pkg/outbox"
+)
+
+// DefaultTable is the default outbox table name.
+const DefaultTable = "esflow_outbox"
+
+// Defaults for the [Config] durations.
+const (
+	DefaultLockRetry    = 250 * time.Millisecond
+	DefaultPingInterval = time.Second
+)
+
+// MigrationsTable is the table, shared with the event store, in which
+// applied migrations are recorded, keyed by the outbox table name.
+const MigrationsTable = pgstore.MigrationsTable
+
+// Config configures an [Outbox]. The zero value is usable.
+type Config struct {
+	// OutboxTable names the outbox table (default [DefaultTable]). It must
+	// match ^[a-z_][a-z0-9_]{0,47}$ and differ from the event store's
+	// tables.
+	OutboxTable string
+	// Channel is the LISTEN/NOTIFY channel (default: OutboxTable), with
+	// the same rules.
+	Channel string
+	// LockRetry is how often Lock retries a held shard (default
+	// [DefaultLockRetry]).
+	LockRetry time.Duration
+	// PingInterval is how often a held lock's connection is checked
+	// (default [DefaultPingInterval]).
+	PingInterval time.Duration
+}
+
+var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
+
+// ValidIdentifier reports an error matching
+// [eventstore.ErrInvalidIdentifier] unless name is a plain lower-case SQL
+// identifier of at most 48 bytes.
+func ValidIdentifier(what, name string) error {
+	if !identifier.MatchString(name) {
+		return fmt.Errorf("%w: %s %q (want [a-z_][a-z0-9_]*, at most 48 bytes)", eventstore.ErrInvalidIdentifier, what, name)
+	}
+	return nil
+}
+
+// Outbox is a PostgreSQL transactional outbox over a [pgstore.Store]. It
+// implements [eventstore.OutboxRecorder], [eventstore.SnapshotRecorder],
+// [outbox.Source], [outbox.Locker] and [outbox.Waker], and is safe for
+// concurrent use.
+type Outbox struct {
+	events  *pgstore.Store
+	pool    *pgxpool.Pool
+	schema  eventstore.Schema
+	table   string // raw, validated
+	channel string // raw, validated
+	retry   time.Duration
+	ping    time.Duration
+
+	q queries
+
+	// notifier: a buffered(1) kick channel drained by one goroutine that
+	// sends a NOTIFY per drained kick, so bursts coalesce.
+	kick       chan struct{}
+	notifyOnce sync.Once
+	stop       chan struct{}
+	stopOnce   sync.Once
+	wg         sync.WaitGroup
+
+	subsMu sync.Mutex
+	subs   map[chan struct{}]struct{}
+}
+
+var (
+	_ eventstore.OutboxRecorder   = (*Outbox)(nil)
+	_ eventstore.SnapshotRecorder = (*Outbox)(nil)
+	_ outbox.Source               = (*Outbox)(nil)
+	_ outbox.Locker               = (*Outbox)(nil)
+	_ outbox.Waker                = (*Outbox)(nil)
+)
+
+// New returns an outbox writing to the database of events, in the table
+// cfg.OutboxTable. It does not touch the database: call [Outbox.Migrate].
+func New(events *pgstore.Store, cfg Config) (*Outbox, error) {
+	if events == nil {
+		return nil, errors.New("outbox/postgres: nil event store")
+	}
+	if cfg.OutboxTable == "" {
+		cfg.OutboxTable = DefaultTable
+	}
+	if cfg.Channel == "" {
+		cfg.Channel = cfg.OutboxTable
+	}
+	if err := ValidIdentifier("outbox table", cfg.OutboxTable); err != nil {
+		return nil, fmt.Errorf("outbox/postgres: %w", err)
+	}
+	if err := ValidIdentifier("channel", cfg.Channel); err != nil {
+		return nil, fmt.Errorf("outbox/postgres: %w", err)
+	}
+	schema := events.Schema()
+	if cfg.OutboxTable == schema.Table || cfg.OutboxTable == schema.SnapshotTable {
+		return nil, fmt.Errorf("outbox/postgres: %w: outbox table %q is an event store table", eventstore.ErrInvalidIdentifier, cfg.OutboxTable)
+	}
+	if cfg.LockRetry <= 0 {
+		cfg.LockRetry = DefaultLockRetry
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
+	o := &Outbox{
+		events:  events,
+		pool:    events.Pool(),
+		schema:  schema,
+		table:   cfg.OutboxTable,
+		channel: cfg.Channel,
+		retry:   cfg.LockRetry,
+		ping:    cfg.PingInterval,
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		subs:    map[chan struct{}]struct{}{},
+	}
+	o.q = buildQueries(schema, o.table)
+	return o, nil
+}
+
+// Events returns the wrapped event store.
+func (o *Outbox) Events() *pgstore.Store { return o.events }
+
+// Table returns the outbox table name.
+func (o *Outbox) Table() string { return o.table }
+
+// Channel returns the NOTIFY channel name.
+func (o *Outbox) Channel() string { return o.channel }
+
+// Close stops the notifier goroutine. It does not close the wrapped event
+// store (nor its pool): the caller that opened it closes it, after the
+// Outbox. Wake channels end with their own contexts. Close is idempotent.
+func (o *Outbox) Close() {
+	o.stopOnce.Do(func() { close(o.stop) })
+	o.wg.Wait()
+}
+
+func (o *Outbox) closed() bool {
+	select {
+	case <-o.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Append implements [eventstore.Recorder] by delegating to the event store.
+func (o *Outbox) Append(ctx context.Context, records []eventstore.Record) error {
+	return o.events.Append(ctx, records)
+}
+
+// ReadStream implements [eventstore.Recorder].
+func (o *Outbox) ReadStream(ctx context.Context, id uuid.UUID, q eventstore.StreamQuery) ([]eventstore.Record, error) {
+	return o.events.ReadStream(ctx, id, q)
+}
+
+// ReadNotifications implements [eventstore.Recorder].
+func (o *Outbox) ReadNotifications(ctx context.Context, q eventstore.NotificationQuery) ([]eventstore.Notification, error) {
+	return o.events.ReadNotifications(ctx, q)
+}
+
+// MaxNotificationID implements [eventstore.Recorder].
+func (o *Outbox) MaxNotificationID(ctx context.Context) (uint64, error) {
+	return o.events.MaxNotificationID(ctx)
+}
+
+// SaveSnapshot implements [eventstore.SnapshotRecorder].
+func (o *Outbox) SaveSnapshot(ctx context.Context, snap eventstore.Record) error {
+	return o.events.SaveSnapshot(ctx, snap)
+}
+
+// LatestSnapshot implements [eventstore.SnapshotRecorder].
+func (o *Outbox) LatestSnapshot(ctx context.Context, id uuid.UUID, upTo *uint64) (eventstore.Record, bool, error) {
+	return o.events.LatestSnapshot(ctx, id, upTo)
+}
+
+// lockKey derives a stable advisory lock key from a name (FNV-1a 64).
+func lockKey(name string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(name))
+	return int64(h.Sum64())
+}
+
+// migrateLockKey is the event store's migration lock, so outbox and event
+// store migrations never run concurrently.
+var migrateLockKey = lockKey("esflow:migrate")
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+type migration struct {
+	version int
+	name    string
+	tmpl    *template.Template
+}
+
+func loadMigrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("read embedded migrations: %w", err)
+	}
+	var out []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		if !ok {
+			return nil, fmt.Errorf("migration %s: name must start with a version", e.Name())
+		}
+		v, err := strconv.Atoi(num)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration %s: bad version %q", e.Name(), num)
+		}
+		body, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
+		}
+		t, err := template.New(e.Name()).Option("missingkey=error").Parse(string(body))
+		if err != nil {
+			return nil, fmt.Errorf("parse migration %s: %w", e.Name(), err)
+		}
+		out = append(out, migration{version: v, name: e.Name(), tmpl: t})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
+	for i := 1; i < len(out); i++ {
+		if out[i].version == out[i-1].version {
+			return nil, fmt.Errorf("migrations %s and %s share version %d", out[i-1].name, out[i].name, out[i].version)
+		}
+	}
+	return out, nil
+}
+
+// Migrate runs the event store's migrations, then creates or upgrades the
+// outbox table (and its helper function). It is idempotent and safe to
+// call concurrently: outbox migrations run in one transaction under the
+// event store's migration advisory lock and are recorded in
+// [MigrationsTable] under the outbox table's name.
+func (o *Outbox) Migrate(ctx context.Context) error {
+	if err := o.events.Migrate(ctx); err != nil {
+		return fmt.Errorf("outbox/postgres: migrate event store: %w", err)
+	}
+	ms, err := loadMigrations()
+	if err != nil {
+		return fmt.Errorf("outbox/postgres: migrate: %w", err)
+	}
+	q := eventstore.Quote
+	n := struct{ Table, ParkedIndex, Guard string }{
+		Table:       q(o.table),
+		ParkedIndex: q(o.table + "_parked_idx"),
+		Guard:       q(o.table + "_chain_guard"),
+	}
+	err = pgx.BeginFunc(ctx, o.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS `+MigrationsTable+` (
+    table_name text NOT NULL,
+    version int NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, version)
+)`); err != nil {
+			return fmt.Errorf("create %s: %w", MigrationsTable, err)
+		}
+		rows, err := tx.Query(ctx, `SELECT version FROM `+MigrationsTable+` WHERE table_name = $1`, o.table)
+		if err != nil {
+			return fmt.Errorf("read applied migrations: %w", err)
+		}
+		applied, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+		if err != nil {
+			return fmt.Errorf("read applied migrations: %w", err)
+		}
+		done := map[int]bool{}
+		for _, v := range applied {
+			done[int(v)] = true
+		}
+		for _, m := range ms {
+			if done[m.version] {
+				continue
+			}
+			var sql strings.Builder
+			if err := m.tmpl.Execute(&sql, n); err != nil {
+				return fmt.Errorf("render migration %s: %w", m.name, err)
+			}
+			if _, err := tx.Exec(ctx, sql.String()); err != nil {
+				return fmt.Errorf("apply migration %s: %w", m.name, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO `+MigrationsTable+` (table_name, version) VALUES ($1, $2)`, o.table, m.version); err != nil {
+				return fmt.Errorf("record migration %s: %w", m.name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("outbox/postgres: migrate: %w", err)
+	}
+	return nil
+}

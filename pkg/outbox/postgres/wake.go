@@ -1,0 +1,157 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/esflow/esflow/pkg/eventstore"
+)
+
+// Backoff bounds for re-establishing a lost LISTEN connection.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// committed runs after a successful commit that wrote messages: it wakes
+// this process's Wake channels directly and kicks the notifier, without
+// blocking (a pending kick already covers this commit).
+func (o *Outbox) committed() {
+	o.signalLocal()
+	if o.closed() {
+		return
+	}
+	o.notifyOnce.Do(func() {
+		o.wg.Add(1)
+		go o.notifier()
+	})
+	select {
+	case o.kick <- struct{}{}:
+	default:
+	}
+}
+
+// notifier sends one NOTIFY per drained kick. While one NOTIFY is in
+// flight, later commits collapse into a single pending kick, so a burst
+// of commits costs a few NOTIFYs, and none of them inside a writer's
+// transaction.
+func (o *Outbox) notifier() {
+	defer o.wg.Done()
+	for {
+		select {
+		case <-o.stop:
+			return
+		case <-o.kick:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		go func() {
+			select {
+			case <-o.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		// A failed NOTIFY is only a lost hint: relays poll as a fallback.
+		_, _ = o.pool.Exec(ctx, `SELECT pg_notify($1, '')`, o.channel)
+		cancel()
+	}
+}
+
+func (o *Outbox) signalLocal() {
+	o.subsMu.Lock()
+	defer o.subsMu.Unlock()
+	for sub := range o.subs {
+		select {
+		case sub <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func nudge(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// listen opens a dedicated connection (outside the pool) and LISTENs on
+// the channel.
+func (o *Outbox) listen(ctx context.Context) (*pgx.Conn, error) {
+	cfg := o.pool.Config().ConnConfig.Copy()
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "LISTEN "+eventstore.Quote(o.channel)); err != nil {
+		closeConn(conn)
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	return conn, nil
+}
+
+func closeConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = conn.Close(ctx)
+}
+
+// Wake implements [outbox.Waker]. The returned channel (buffered, one
+// pending wake-up at most) receives after commits of any process writing
+// to this outbox table: Wake LISTENs on the channel on a dedicated
+// connection, and the writers' notifiers NOTIFY after their commits.
+// Commits made through this Outbox also wake it directly, without a round
+// trip. A lost connection is re-established with backoff, after which the
+// channel receives once (notifications may have been missed). The channel
+// is closed when ctx ends.
+func (o *Outbox) Wake(ctx context.Context) (<-chan struct{}, error) {
+	conn, err := o.listen(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: wake: %w", err)
+	}
+	out := make(chan struct{}, 1)
+	o.subsMu.Lock()
+	o.subs[out] = struct{}{}
+	o.subsMu.Unlock()
+	go func() {
+		defer func() {
+			o.subsMu.Lock()
+			delete(o.subs, out)
+			close(out)
+			o.subsMu.Unlock()
+		}()
+		backoff := minBackoff
+		for {
+			if conn != nil {
+				for {
+					if _, err := conn.WaitForNotification(ctx); err != nil {
+						break
+					}
+					nudge(out)
+					backoff = minBackoff
+				}
+				closeConn(conn)
+				conn = nil
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			backoff = min(backoff*2, maxBackoff)
+			if c, err := o.listen(ctx); err == nil {
+				conn = c
+				nudge(out)
+			}
+		}
+	}()
+	return out, nil
+}

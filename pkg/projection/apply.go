@@ -1,0 +1,383 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Headers added to dead-lettered messages, next to the original ones.
+const (
+	HeaderDLQError           = "esflow-dlq-error"
+	HeaderDLQProjection      = "esflow-dlq-projection"
+	HeaderDLQSourceTopic     = "esflow-dlq-source-topic"
+	HeaderDLQSourcePartition = "esflow-dlq-source-partition"
+	HeaderDLQSourceOffset    = "esflow-dlq-source-offset"
+)
+
+// handlerError marks an error returned by the projection's handler, as
+// opposed to the runner's own database work: only handler errors count
+// towards MaxAttempts.
+type handlerError struct{ err error }
+
+func (e *handlerError) Error() string { return e.err.Error() }
+func (e *handlerError) Unwrap() error { return e.err }
+
+// applyResult is what one committed transaction did.
+type applyResult struct {
+	applied    int
+	duplicates int
+	gaps       []Gap
+	tracked    map[string]uint64 // aggregate -> new version
+	newest     time.Time
+}
+
+// applyTx applies events in one transaction: it reads the tracking of
+// their aggregates, keeps the events that are next in line, hands them
+// to the projection, moves tracking and records gaps.
+func (r *Runner) applyTx(ctx context.Context, events []Event) (applyResult, error) {
+	var res applyResult
+	err := r.db.InTx(ctx, func(tx Tx) error {
+		res = applyResult{tracked: map[string]uint64{}}
+		ids := make([]string, 0, len(events))
+		seen := make(map[string]bool, len(events))
+		for _, e := range events {
+			id := e.AggregateID.String()
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+		cur, err := loadVersions(ctx, tx, r.tracking, ids)
+		if err != nil {
+			return err
+		}
+		apply := make([]Event, 0, len(events))
+		var track []trackingRow
+		at := map[string]int{} // index in track
+		for _, e := range events {
+			id := e.AggregateID.String()
+			v, ok := cur[id]
+			switch {
+			case ok && e.AggregateVersion <= v:
+				res.duplicates++
+			case (!ok && e.AggregateVersion == 0) || (ok && e.AggregateVersion == v+1):
+				apply = append(apply, e)
+				cur[id] = e.AggregateVersion
+				row := trackingRow{aggregateID: id, version: e.AggregateVersion, eventID: e.EventID.String()}
+				if i, ok := at[id]; ok {
+					track[i] = row
+				} else {
+					at[id] = len(track)
+					track = append(track, row)
+				}
+				if e.Timestamp.After(res.newest) {
+					res.newest = e.Timestamp
+				}
+			default:
+				var expected uint64
+				if ok {
+					expected = v + 1
+				}
+				res.gaps = append(res.gaps, Gap{
+					AggregateID: id, ExpectedVersion: expected, SeenVersion: e.AggregateVersion,
+					EventID: e.EventID.String(), Topic: e.Topic, Partition: e.Partition, Offset: e.Offset,
+				})
+			}
+		}
+		if err := r.handle(ctx, tx, apply); err != nil {
+			return err
+		}
+		if err := writeTracking(ctx, tx, r.tracking, track); err != nil {
+			return err
+		}
+		if err := recordGaps(ctx, tx, r.tracking, res.gaps); err != nil {
+			return err
+		}
+		// Delete the gap rows this transaction resolves; rows left behind
+		// (another instance's) are harmless: UnresolvedGaps ignores gaps
+		// that tracking has caught up with.
+		r.mu.Lock()
+		open := make(map[string]uint64, len(r.openGaps))
+		for id, seen := range r.openGaps {
+			open[id] = seen
+		}
+		r.mu.Unlock()
+		for _, g := range res.gaps {
+			open[g.AggregateID] = g.SeenVersion
+		}
+		for _, t := range track {
+			if seen, ok := open[t.aggregateID]; ok && t.version >= seen {
+				if _, err := tx.Exec(ctx, `DELETE FROM `+GapsTable+` WHERE projection = $1 AND aggregate_id = $2 AND seen_version <= $3`,
+					r.tracking, t.aggregateID, int64(t.version)); err != nil {
+					return fmt.Errorf("projection: resolve gap: %w", err)
+				}
+			}
+		}
+		for _, t := range track {
+			res.tracked[t.aggregateID] = t.version
+		}
+		res.applied = len(apply)
+		return nil
+	})
+	return res, err
+}
+
+func (r *Runner) handle(ctx context.Context, tx Tx, events []Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	if r.batch != nil {
+		if err := r.batch.HandleBatch(ctx, tx, r.tables, events); err != nil {
+			return &handlerError{err}
+		}
+		return nil
+	}
+	for _, e := range events {
+		if err := r.p.Handle(ctx, tx, r.tables, e); err != nil {
+			return &handlerError{fmt.Errorf("event %s (%s v%d of %s): %w", e.EventID, e.EventType, e.AggregateVersion, e.AggregateID, err)}
+		}
+	}
+	return nil
+}
+
+// committed updates the in-memory state after a commit and reports it.
+func (r *Runner) committed(res applyResult) {
+	r.mu.Lock()
+	for _, g := range res.gaps {
+		if cur, ok := res.tracked[g.AggregateID]; !ok || cur < g.SeenVersion {
+			r.openGaps[g.AggregateID] = g.SeenVersion
+		}
+	}
+	for id, v := range res.tracked {
+		if seen, ok := r.openGaps[id]; ok && v >= seen {
+			delete(r.openGaps, id)
+		}
+	}
+	r.counts.applied += uint64(res.applied)
+	r.counts.duplicates += uint64(res.duplicates)
+	r.counts.gaps += uint64(len(res.gaps))
+	if res.newest.After(r.lastEvent) {
+		r.lastEvent = res.newest
+	}
+	close(r.notify)
+	r.notify = make(chan struct{})
+	r.mu.Unlock()
+
+	if res.applied > 0 {
+		r.hooks.Applied(res.applied, time.Since(res.newest))
+	}
+	for range res.duplicates {
+		r.hooks.Duplicate()
+	}
+	for _, g := range res.gaps {
+		r.hooks.Gap()
+		r.log.Warn("gap: event held back until the missing version arrives",
+			"aggregate_id", g.AggregateID, "missing_version", g.ExpectedVersion, "seen_version", g.SeenVersion,
+			"event_id", g.EventID, "topic", g.Topic, "partition", g.Partition, "offset", g.Offset)
+	}
+}
+
+// process applies a batch: first in one transaction; when that fails
+// because of a handler (or the batch holds undecodable messages), one
+// message per transaction so that only the poison message is
+// dead-lettered. Errors of the runner's own database work are retried
+// until runCtx ends. It returns how many messages are done.
+func (r *Runner) process(runCtx, ctx context.Context, msgs []kafka.Message) (int, error) {
+	events := make([]Event, len(msgs))
+	bad := make([]error, len(msgs))
+	clean := true
+	for i, m := range msgs {
+		if events[i], bad[i] = decodeMessage(m, r.cfg.Mapper); bad[i] != nil {
+			clean = false
+		}
+	}
+	if clean {
+		for attempt := 1; ; attempt++ {
+			res, err := r.applyTx(ctx, events)
+			if err == nil {
+				r.committed(res)
+				return len(msgs), nil
+			}
+			var he *handlerError
+			if errors.As(err, &he) {
+				r.log.Info("batch failed in a handler; applying its messages one by one", "error", err, "messages", len(msgs))
+				break
+			}
+			if !r.retryInfra(runCtx, "apply", err, attempt) {
+				return 0, err
+			}
+		}
+	}
+	for i, m := range msgs {
+		if bad[i] != nil {
+			if err := r.deadLetterLoop(runCtx, ctx, m, nil, bad[i]); err != nil {
+				return i, err
+			}
+			continue
+		}
+		if err := r.applyOne(runCtx, ctx, m, events[i]); err != nil {
+			return i, err
+		}
+	}
+	return len(msgs), nil
+}
+
+// retryInfra reports a failure of the runner's own work and sleeps
+// before the next attempt; false means runCtx ended.
+func (r *Runner) retryInfra(runCtx context.Context, op string, err error, attempt int) bool {
+	if errors.Is(err, errConcurrentApply) && attempt < 3 {
+		return true // re-read tracking at once
+	}
+	r.hooks.Failed(op, err)
+	r.log.Error("retrying", "op", op, "attempt", attempt, "error", err)
+	return sleep(runCtx, r.backoff(attempt))
+}
+
+// applyOne applies one message in its own transaction, dead-lettering it
+// after MaxAttempts handler failures.
+func (r *Runner) applyOne(runCtx, ctx context.Context, m kafka.Message, e Event) error {
+	failures, infra := 0, 0
+	for {
+		res, err := r.applyTx(ctx, []Event{e})
+		if err == nil {
+			r.committed(res)
+			return nil
+		}
+		var he *handlerError
+		if !errors.As(err, &he) {
+			infra++
+			if !r.retryInfra(runCtx, "apply", err, infra) {
+				return err
+			}
+			continue
+		}
+		// A handler error may be the database going away under it: only
+		// count it when the database answers.
+		if perr := r.ping(ctx); perr != nil {
+			infra++
+			if !r.retryInfra(runCtx, "apply", perr, infra) {
+				return perr
+			}
+			continue
+		}
+		failures++
+		r.hooks.Failed("handle", err)
+		r.log.Warn("handler failed", "event_id", e.EventID, "aggregate_id", e.AggregateID,
+			"version", e.AggregateVersion, "attempt", failures, "error", err)
+		if failures >= r.cfg.MaxAttempts {
+			return r.deadLetterLoop(runCtx, ctx, m, &e, err)
+		}
+		if !sleep(runCtx, r.backoff(failures)) {
+			return runCtx.Err()
+		}
+	}
+}
+
+func (r *Runner) ping(ctx context.Context) error {
+	return r.db.InTx(ctx, func(tx Tx) error {
+		var one int
+		return tx.QueryRow(ctx, `SELECT 1`).Scan(&one)
+	})
+}
+
+func (r *Runner) deadLetterLoop(runCtx, ctx context.Context, m kafka.Message, e *Event, cause error) error {
+	for attempt := 1; ; attempt++ {
+		err := r.deadLetter(ctx, m, e, cause)
+		if err == nil {
+			return nil
+		}
+		if !r.retryInfra(runCtx, "dead-letter", err, attempt) {
+			return err
+		}
+	}
+}
+
+// deadLetter publishes m to the dead-letter topic and then, for a
+// decodable event, moves its aggregate's tracking past it and records it
+// in the dead-letters table, in one transaction. Publishing first means
+// a crash in between leaves a duplicate in the topic, never a loss.
+func (r *Runner) deadLetter(ctx context.Context, m kafka.Message, e *Event, cause error) error {
+	headers := make([]kafka.Header, 0, len(m.Headers)+5)
+	for _, h := range m.Headers {
+		if !strings.HasPrefix(h.Key, "esflow-dlq-") {
+			headers = append(headers, h)
+		}
+	}
+	headers = append(headers,
+		kafka.Header{Key: HeaderDLQError, Value: []byte(truncate(cause.Error(), 4096))},
+		kafka.Header{Key: HeaderDLQProjection, Value: []byte(r.tracking)},
+		kafka.Header{Key: HeaderDLQSourceTopic, Value: []byte(m.Topic)},
+		kafka.Header{Key: HeaderDLQSourcePartition, Value: strconv.AppendInt(nil, int64(m.Partition), 10)},
+		kafka.Header{Key: HeaderDLQSourceOffset, Value: strconv.AppendInt(nil, m.Offset, 10)},
+	)
+	if err := r.dlqWriter().WriteMessages(ctx, kafka.Message{Key: m.Key, Value: m.Value, Headers: headers}); err != nil {
+		return fmt.Errorf("projection: write to dead-letter topic %s: %w", r.cfg.DeadLetterTopic, err)
+	}
+	if e != nil {
+		err := r.db.InTx(ctx, func(tx Tx) error {
+			row := trackingRow{aggregateID: e.AggregateID.String(), version: e.AggregateVersion, eventID: e.EventID.String()}
+			if err := writeTracking(ctx, tx, r.tracking, []trackingRow{row}); err != nil {
+				return err
+			}
+			return recordDeadLetter(ctx, tx, r.tracking, DeadLetter{
+				EventID: row.eventID, AggregateID: row.aggregateID, Version: e.AggregateVersion,
+				Error: truncate(cause.Error(), 4096), Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
+			})
+		})
+		if errors.Is(err, errConcurrentApply) {
+			err = nil // applied meanwhile by another consumer
+		}
+		if err != nil {
+			return err
+		}
+		r.committed(applyResult{tracked: map[string]uint64{e.AggregateID.String(): e.AggregateVersion}})
+	}
+	r.mu.Lock()
+	r.counts.deadLettered++
+	r.mu.Unlock()
+	r.hooks.DeadLettered()
+	r.log.Error("message dead-lettered", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset,
+		"dead_letter_topic", r.cfg.DeadLetterTopic, "error", cause)
+	return nil
+}
+
+func (r *Runner) dlqWriter() *kafka.Writer {
+	r.dlqMu.Lock()
+	defer r.dlqMu.Unlock()
+	if r.dlq == nil {
+		r.dlq = &kafka.Writer{
+			Addr:                   kafka.TCP(r.cfg.Brokers...),
+			Topic:                  r.cfg.DeadLetterTopic,
+			Balancer:               &kafka.Murmur2Balancer{},
+			RequiredAcks:           kafka.RequireAll,
+			BatchTimeout:           2 * time.Millisecond,
+			AllowAutoTopicCreation: true,
+			Transport:              r.cfg.Transport,
+		}
+	}
+	return r.dlq
+}
+
+func (r *Runner) closeDLQ() {
+	r.dlqMu.Lock()
+	defer r.dlqMu.Unlock()
+	if r.dlq != nil {
+		if err := r.dlq.Close(); err != nil {
+			r.log.Warn("close dead-letter writer", "error", err)
+		}
+		r.dlq = nil
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

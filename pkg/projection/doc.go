@@ -1,0 +1,28 @@
+// Package projection consumes published domain events from Kafka and
+// keeps read models exactly right in PostgreSQL or SQLite.
+//
+// A [Projection] names its topics and tables, creates its tables in
+// Setup and applies events in Handle (or, faster, a whole batch in
+// [BatchHandler.HandleBatch]). A [Runner] reads the topics in a consumer
+// group with kafka-go and applies each batch in one database transaction
+// ([DB], [Tx]: [NewPostgres] over pgx, [NewSQLite] over database/sql),
+// together with the tracking table that records, per aggregate, the last
+// version applied. Delivery is at least once; tracking makes the effect
+// exactly once:
+//
+//   - a version already applied is a duplicate and is skipped;
+//   - the next version is applied;
+//   - a later version is a gap: held back and recorded until the missing
+//     event, which the relay re-sends in order, arrives ([Runner.UnresolvedGaps]).
+//
+// A message whose handler keeps failing, or that is not an event
+// envelope, goes to the dead-letter topic and the runner moves on;
+// [Runner.Redrive] applies dead letters again once the handler is fixed.
+// [Runner.Status] and [Runner.Ready] report lag, and [Runner.WaitFor]
+// gives read-your-writes after a command. [Hooks] observe it all.
+//
+// Tables are addressed through [Tables], so the same projection can fill
+// shadow tables (RunnerConfig.TableSuffix) during a rebuild.
+//
+// DESIGN.md explains the choices.
+package projection

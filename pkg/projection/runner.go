@@ -1,0 +1,390 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/esflow/esflow/pkg/eventstore"
+)
+
+// RunnerConfig configures a [Runner]. Zero fields take the defaults
+// documented on them.
+type RunnerConfig struct {
+	// Brokers to bootstrap from. Required.
+	Brokers []string
+	// GroupID is the consumer group. Default the projection's name plus
+	// TableSuffix.
+	GroupID string
+	// Dialer opens the reader's connections (TLS, SASL, client id).
+	// Default kafka-go's default dialer.
+	Dialer *kafka.Dialer
+	// Transport is the dead-letter writer's transport. Default a fresh
+	// transport with Dialer's TLS, SASL mechanism and client id.
+	Transport kafka.RoundTripper
+	// BatchSize caps the messages applied in one transaction. Default 500.
+	BatchSize int
+	// BatchWait is how long a partial batch waits for more messages
+	// before it is applied. Default 5ms.
+	BatchWait time.Duration
+	// MaxAttempts is how many times a message's handler may fail before
+	// the message is dead-lettered. Default 5.
+	MaxAttempts int
+	// RetryBackoff is the first delay between attempts; it doubles up to
+	// 5s. Default 50ms.
+	RetryBackoff time.Duration
+	// DeadLetterTopic receives poison messages. Default the projection's
+	// name plus ".dlq".
+	DeadLetterTopic string
+	// CommitInterval is how often consumed offsets are committed to the
+	// group. Offsets are handed over only after the database transaction
+	// commits; committing them late is safe because tracking skips what a
+	// restart redelivers. Default 1s; it must not be negative.
+	CommitInterval time.Duration
+	// TableSuffix is appended to every table name of the projection and
+	// to its tracking key, so a rebuild can fill fresh shadow tables
+	// (for example "_v2") next to the live ones. Default none.
+	TableSuffix string
+	// Mapper, when set, decrypts envelopes published encrypted
+	// (outbox.ContentTypeEncrypted); without it they are dead-lettered.
+	Mapper *eventstore.Mapper
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+	// Hooks observe the runner. Default none.
+	Hooks Hooks
+	// IdleAfter is how long without a fetched message counts as caught
+	// up for Ready. Default 1s.
+	IdleAfter time.Duration
+	// ShutdownTimeout bounds how long the batch in progress may take to
+	// finish after Run's context is cancelled. Default 10s.
+	ShutdownTimeout time.Duration
+}
+
+// Runner consumes a projection's topics and applies them to its read
+// model. See the package documentation and DESIGN.md.
+type Runner struct {
+	db       DB
+	p        Projection
+	batch    BatchHandler // nil unless p implements it
+	cfg      RunnerConfig
+	tables   Tables
+	tracking string // tracking key: p.Name() + TableSuffix
+	log      *slog.Logger
+	hooks    Hooks
+
+	running atomic.Bool
+	dlqMu   sync.Mutex
+	dlq     *kafka.Writer
+
+	mu         sync.Mutex
+	started    time.Time
+	lastFetch  time.Time
+	pending    int // fetched, not yet applied
+	partitions map[partitionKey]*PartitionLag
+	lastEvent  time.Time
+	openGaps   map[string]uint64 // aggregate id -> seen version
+	counts     counts
+	notify     chan struct{} // closed and replaced after every commit
+}
+
+type counts struct{ applied, duplicates, gaps, deadLettered uint64 }
+
+type partitionKey struct {
+	topic     string
+	partition int
+}
+
+// NewRunner validates the projection and configuration and returns a
+// runner; it does no I/O.
+func NewRunner(db DB, p Projection, cfg RunnerConfig) (*Runner, error) {
+	if db == nil || p == nil {
+		return nil, errors.New("projection: NewRunner needs a DB and a Projection")
+	}
+	name := p.Name()
+	if !ValidIdentifier(name) || !ValidIdentifier(name+cfg.TableSuffix) {
+		return nil, fmt.Errorf("projection: invalid projection name %q (suffix %q): want letters, digits and underscores", name, cfg.TableSuffix)
+	}
+	if len(cfg.Brokers) == 0 {
+		return nil, fmt.Errorf("projection %s: no brokers configured", name)
+	}
+	if len(p.Topics()) == 0 {
+		return nil, fmt.Errorf("projection %s: no topics", name)
+	}
+	tables, err := NewTables(p.Tables(), cfg.TableSuffix)
+	if err != nil {
+		return nil, fmt.Errorf("projection %s: %w", name, err)
+	}
+	if cfg.CommitInterval < 0 || cfg.BatchSize < 0 || cfg.MaxAttempts < 0 {
+		return nil, fmt.Errorf("projection %s: negative CommitInterval, BatchSize or MaxAttempts", name)
+	}
+	setDefault(&cfg.GroupID, name+cfg.TableSuffix)
+	setDefault(&cfg.DeadLetterTopic, name+".dlq")
+	setDefault(&cfg.BatchSize, 500)
+	setDefault(&cfg.BatchWait, 5*time.Millisecond)
+	setDefault(&cfg.MaxAttempts, 5)
+	setDefault(&cfg.RetryBackoff, 50*time.Millisecond)
+	setDefault(&cfg.CommitInterval, time.Second)
+	setDefault(&cfg.IdleAfter, time.Second)
+	setDefault(&cfg.ShutdownTimeout, 10*time.Second)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Hooks == nil {
+		cfg.Hooks = NoHooks{}
+	}
+	if cfg.Transport == nil {
+		t := &kafka.Transport{}
+		if d := cfg.Dialer; d != nil {
+			t.TLS, t.SASL, t.ClientID = d.TLS, d.SASLMechanism, d.ClientID
+		}
+		cfg.Transport = t
+	}
+	r := &Runner{
+		db: db, p: p, cfg: cfg, tables: tables, tracking: name + cfg.TableSuffix,
+		log:        cfg.Logger.With("projection", name+cfg.TableSuffix),
+		hooks:      cfg.Hooks,
+		partitions: map[partitionKey]*PartitionLag{},
+		openGaps:   map[string]uint64{},
+		notify:     make(chan struct{}),
+	}
+	r.batch, _ = p.(BatchHandler)
+	return r, nil
+}
+
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// Setup creates the bookkeeping tables and the projection's tables. Run
+// calls it; calling it earlier is harmless.
+func (r *Runner) Setup(ctx context.Context) error {
+	return setupSchema(ctx, r.db, r.p, r.tables)
+}
+
+// Tables returns the table mapping the runner hands to the projection.
+func (r *Runner) Tables() Tables { return r.tables }
+
+// Run consumes until ctx is cancelled or the reader fails for good. On
+// cancellation it finishes the batch in progress, hands its offsets to
+// the group and closes the reader (which commits them); it then returns
+// nil.
+func (r *Runner) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("projection: runner is already running")
+	}
+	defer r.running.Store(false)
+	if err := r.Setup(ctx); err != nil {
+		return err
+	}
+	gaps, err := unresolvedGaps(ctx, r.db, r.tracking)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	for _, g := range gaps {
+		r.openGaps[g.AggregateID] = g.SeenVersion
+	}
+	r.started = time.Now()
+	r.mu.Unlock()
+
+	reader := kafka.NewReader(r.readerConfig(r.cfg.GroupID, r.p.Topics()))
+	err = r.consume(ctx, reader, 0, r.process)
+	if cerr := reader.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("projection %s: close reader: %w", r.tracking, cerr)
+	}
+	r.closeDLQ()
+	if err != nil && ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (r *Runner) readerConfig(group string, topics []string) kafka.ReaderConfig {
+	return kafka.ReaderConfig{
+		Brokers:        r.cfg.Brokers,
+		GroupID:        group,
+		GroupTopics:    topics,
+		Dialer:         r.cfg.Dialer,
+		StartOffset:    kafka.FirstOffset,
+		MinBytes:       1,
+		MaxBytes:       16 << 20,
+		MaxWait:        250 * time.Millisecond,
+		QueueCapacity:  max(r.cfg.BatchSize, 100),
+		CommitInterval: r.cfg.CommitInterval,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			r.log.Warn("kafka reader", "error", fmt.Sprintf(msg, args...))
+		}),
+	}
+}
+
+// processFunc applies a batch and returns how many of its messages (a
+// prefix) are done and may be committed.
+type processFunc func(runCtx, ctx context.Context, msgs []kafka.Message) (int, error)
+
+// consume fetches on its own goroutine, so the next messages are read
+// while a batch is applied, and applies batches in fetch order on the
+// calling goroutine. idle > 0 makes it return nil after that long with
+// nothing to read (Redrive).
+func (r *Runner) consume(ctx context.Context, reader *kafka.Reader, idle time.Duration, process processFunc) error {
+	fctx, stopFetch := context.WithCancel(ctx)
+	defer stopFetch()
+	msgs := make(chan kafka.Message, r.cfg.BatchSize)
+	fetchErr := make(chan error, 1)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := reader.FetchMessage(fctx)
+			if err != nil {
+				if fctx.Err() == nil {
+					fetchErr <- err
+				}
+				return
+			}
+			r.mu.Lock()
+			r.lastFetch = time.Now()
+			r.pending++
+			r.mu.Unlock()
+			select {
+			case msgs <- m:
+			case <-fctx.Done():
+				return
+			}
+		}
+	}()
+
+	var idleC <-chan time.Time
+	batch := make([]kafka.Message, 0, r.cfg.BatchSize)
+	for {
+		if idle > 0 {
+			idleC = time.After(idle)
+		}
+		batch = batch[:0]
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return ctx.Err()
+			}
+			batch = append(batch, m)
+		case err := <-fetchErr:
+			r.hooks.Failed("fetch", err)
+			return fmt.Errorf("projection %s: fetch: %w", r.tracking, err)
+		case <-idleC:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		batch = r.fill(batch, msgs)
+		if err := r.runBatch(ctx, reader, batch, process); err != nil {
+			return err
+		}
+	}
+}
+
+// fill adds what is available to batch, waiting at most BatchWait for
+// more when the channel runs dry.
+func (r *Runner) fill(batch []kafka.Message, msgs <-chan kafka.Message) []kafka.Message {
+	var wait *time.Timer
+	defer func() {
+		if wait != nil {
+			wait.Stop()
+		}
+	}()
+	for len(batch) < r.cfg.BatchSize {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, m)
+			continue
+		default:
+		}
+		if wait == nil {
+			wait = time.NewTimer(r.cfg.BatchWait)
+		}
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, m)
+		case <-wait.C:
+			return batch
+		}
+	}
+	return batch
+}
+
+// runBatch applies a batch with a context that survives the cancellation
+// of ctx for up to ShutdownTimeout, then hands the offsets of what was
+// done to the group.
+func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []kafka.Message, process processFunc) error {
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(r.cfg.ShutdownTimeout, cancel) })
+	defer stop()
+
+	done, err := process(ctx, bctx, batch)
+	r.mu.Lock()
+	r.pending -= len(batch)
+	for _, m := range batch[:done] {
+		k := partitionKey{m.Topic, m.Partition}
+		pl := r.partitions[k]
+		if pl == nil {
+			pl = &PartitionLag{Topic: m.Topic, Partition: m.Partition}
+			r.partitions[k] = pl
+		}
+		pl.Offset, pl.HighWaterMark = m.Offset+1, max(pl.HighWaterMark, m.HighWaterMark)
+		pl.Lag = max(pl.HighWaterMark-pl.Offset, 0)
+	}
+	r.mu.Unlock()
+	if done > 0 {
+		if cerr := reader.CommitMessages(bctx, lastPerPartition(batch[:done])...); cerr != nil {
+			// Not fatal: the messages are applied; a redelivery is skipped.
+			r.hooks.Failed("commit", cerr)
+			r.log.Warn("commit offsets", "error", cerr)
+		}
+	}
+	return err
+}
+
+func lastPerPartition(msgs []kafka.Message) []kafka.Message {
+	last := map[partitionKey]int{}
+	for i, m := range msgs {
+		last[partitionKey{m.Topic, m.Partition}] = i
+	}
+	out := make([]kafka.Message, 0, len(last))
+	for _, i := range last {
+		out = append(out, msgs[i])
+	}
+	return out
+}
+
+// sleep waits d or until ctx is done, reporting whether it slept fully.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (r *Runner) backoff(attempt int) time.Duration {
+	d := r.cfg.RetryBackoff
+	for i := 1; i < attempt && d < 5*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Second)
+}
