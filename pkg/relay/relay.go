@@ -115,6 +115,9 @@ func (r *Relay) LastBeat() time.Time { return time.Unix(0, r.beat.Load()) }
 func (r *Relay) Run(ctx context.Context) error {
 	wake, err := r.wakeups(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it started
+		}
 		return err
 	}
 	for ctx.Err() == nil {

@@ -1,0 +1,723 @@
+package main
+
+// Process-level tests: the relay binary runs as a real subprocess against
+// a fresh PostgreSQL database and an embedded Kafka broker living in the
+// test process. Writers and the checker run in the test process.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/esflow/esflow/examples/domain"
+	"github.com/esflow/esflow/internal/pgtest"
+	"github.com/esflow/esflow/pkg/aggregate"
+	"github.com/esflow/esflow/pkg/application"
+	"github.com/esflow/esflow/pkg/broker"
+	"github.com/esflow/esflow/pkg/outbox"
+)
+
+const (
+	worldTopic = "esflow.World"
+	partitions = 8
+)
+
+var relayBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "relay-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mkdtemp:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	relayBin = filepath.Join(dir, "relay")
+	build := exec.Command("go", "build", "-o", relayBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building relay:", err)
+		return 1
+	}
+	return pgtest.Main(m)
+}
+
+// syncBuffer is a bytes.Buffer safe for the exec copier and readers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// relayProc is one running relay subprocess.
+type relayProc struct {
+	name   string
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error // of Wait, valid after done
+}
+
+func (p *relayProc) running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill9 kills the process with SIGKILL and waits for it.
+func (p *relayProc) kill9(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: did not exit after SIGKILL", p.name)
+	}
+}
+
+// stop sends SIGTERM and waits, falling back to SIGKILL.
+func (p *relayProc) stop() {
+	if !p.running() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func startRelay(t *testing.T, name, dbURL, brokers, httpAddr string) *relayProc {
+	t.Helper()
+	cmd := exec.Command(relayBin, "-http-addr", httpAddr, "-log-format", "text")
+	env := make([]string, 0, len(os.Environ())+2)
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "DATABASE_URL=") || strings.HasPrefix(kv, "KAFKA_") || strings.HasPrefix(kv, application.EnvDBURI+"=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	cmd.Env = append(env, "DATABASE_URL="+dbURL, "KAFKA_BROKERS="+brokers)
+	p := &relayProc{name: name, cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
+	cmd.Stdout = p.stderr
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("--- %s stderr (exit: %v) ---\n%s", name, p.err, tail(p.stderr.String(), 4000))
+		}
+	})
+	return p
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
+
+// ledger records committed events: per aggregate, the number of events
+// committed so far (versions 0..n-1).
+type ledger struct {
+	mu sync.Mutex
+	n  map[uuid.UUID]uint64
+}
+
+func newLedger() *ledger { return &ledger{n: map[uuid.UUID]uint64{}} }
+
+func (l *ledger) record(id uuid.UUID, count uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n[id] = count
+}
+
+func (l *ledger) snapshot() map[uuid.UUID]uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := make(map[uuid.UUID]uint64, len(l.n))
+	for k, v := range l.n {
+		m[k] = v
+	}
+	return m
+}
+
+func total(m map[uuid.UUID]uint64) (n uint64) {
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// checker reads every partition of the topic from the first offset and
+// records, per aggregate, the versions received in order.
+type checker struct {
+	mu       sync.Mutex
+	seq      map[uuid.UUID][]uint64
+	received int
+	bad      []string
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+func startChecker(t *testing.T, addr string) *checker {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &checker{seq: map[uuid.UUID][]uint64{}, cancel: cancel}
+	for p := 0; p < partitions; p++ {
+		r := kafka.NewReader(kafka.ReaderConfig{
+			Brokers: []string{addr}, Topic: worldTopic, Partition: p,
+			MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond,
+		})
+		if err := r.SetOffset(kafka.FirstOffset); err != nil {
+			t.Fatal(err)
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer r.Close()
+			for {
+				m, err := r.ReadMessage(ctx)
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				env, err := outbox.DecodeEnvelope(m.Value)
+				c.mu.Lock()
+				c.received++
+				if err != nil {
+					c.bad = append(c.bad, fmt.Sprintf("partition %d offset %d: %v", m.Partition, m.Offset, err))
+				} else {
+					if string(m.Key) != env.AggregateID.String() {
+						c.bad = append(c.bad, fmt.Sprintf("key %q != aggregate id %s", m.Key, env.AggregateID))
+					}
+					c.seq[env.AggregateID] = append(c.seq[env.AggregateID], env.AggregateVersion)
+				}
+				c.mu.Unlock()
+			}
+		}()
+	}
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *checker) close() {
+	c.cancel()
+	c.wg.Wait()
+}
+
+// result compares what was received with the committed events: from[id]
+// is the first version expected (events before it were published
+// elsewhere), to[id] the number committed. missing counts committed events
+// not received yet; problems lists ordering violations.
+type result struct {
+	received, duplicates, missing int
+	problems                      []string
+}
+
+func (c *checker) check(from, to map[uuid.UUID]uint64) result {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := result{received: c.received}
+	r.problems = append(r.problems, c.bad...)
+	for id, seq := range c.seq {
+		start := from[id]
+		seen := map[uint64]bool{}
+		next := start
+		for _, v := range seq {
+			if seen[v] {
+				r.duplicates++
+				continue
+			}
+			seen[v] = true
+			if v != next {
+				r.problems = append(r.problems, fmt.Sprintf("aggregate %s: got version %d, want %d (received %v)", id, v, next, short(seq)))
+				break
+			}
+			next++
+		}
+		if _, ok := to[id]; !ok {
+			// Committed but unrecorded saves cannot happen here: writers
+			// stop only between saves.
+			r.problems = append(r.problems, fmt.Sprintf("aggregate %s: received but never committed", id))
+		}
+	}
+	for id, n := range to {
+		got := from[id] + uint64(len(dedupe(c.seq[id])))
+		if got < n {
+			r.missing += int(n - got)
+		}
+	}
+	return r
+}
+
+func dedupe(s []uint64) []uint64 {
+	seen := map[uint64]bool{}
+	var out []uint64
+	for _, v := range s {
+		if !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func short(s []uint64) string {
+	if len(s) > 30 {
+		return fmt.Sprint(s[:30]) + "…"
+	}
+	return fmt.Sprint(s)
+}
+
+func newApp(t *testing.T, dbURL string) *application.Application {
+	t.Helper()
+	reg := aggregate.NewRegistry()
+	domain.Register(reg)
+	app, err := application.New(context.Background(), application.Config{
+		DatabaseURL: dbURL, Outbox: &outbox.Builder{}, Registry: reg, CreateTables: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	return app
+}
+
+// saveWorld appends one event to w, saves it and records it.
+func saveWorld(ctx context.Context, app *application.Application, l *ledger, w *domain.World, what string) error {
+	if err := w.MakeItSo(what); err != nil {
+		return err
+	}
+	if err := app.Save(ctx, w); err != nil {
+		return err
+	}
+	l.record(w.ID(), w.Version())
+	return nil
+}
+
+func newWorld(ctx context.Context, app *application.Application, l *ledger) (*domain.World, error) {
+	w, err := domain.NewWorld("earth")
+	if err != nil {
+		return nil, err
+	}
+	if err := app.Save(ctx, w); err != nil {
+		return nil, err
+	}
+	l.record(w.ID(), w.Version())
+	return w, nil
+}
+
+// startWriters runs n writers until the returned stop is called; stop
+// returns only after every writer finished its current save, so every
+// committed event is in the ledger.
+func startWriters(t *testing.T, app *application.Application, l *ledger, n int) (stop func()) {
+	t.Helper()
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			var worlds []*domain.World
+			for j := 0; ; j++ {
+				select {
+				case <-quit:
+					return
+				default:
+				}
+				if len(worlds) < 5 || rand.IntN(20) == 0 {
+					w, err := newWorld(ctx, app, l)
+					if err != nil {
+						errs <- fmt.Errorf("writer %d: new world: %w", i, err)
+						return
+					}
+					worlds = append(worlds, w)
+				} else {
+					w := worlds[rand.IntN(len(worlds))]
+					if err := saveWorld(ctx, app, l, w, "thing "+strconv.Itoa(j)); err != nil {
+						errs <- fmt.Errorf("writer %d: save: %w", i, err)
+						return
+					}
+				}
+				time.Sleep(time.Duration(2+rand.IntN(4)) * time.Millisecond)
+			}
+		}()
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			close(quit)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func backlog(t *testing.T, app *application.Application) int64 {
+	t.Helper()
+	b, err := app.Outbox().Backlog(context.Background(), outbox.Shard{})
+	if err != nil {
+		t.Fatalf("backlog: %v", err)
+	}
+	return b.Messages
+}
+
+// converge waits until every committed event was received and the backlog
+// is empty, then verifies the ordering.
+func converge(t *testing.T, app *application.Application, c *checker, from, to map[uuid.UUID]uint64, timeout time.Duration) result {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var r result
+	var bl int64
+	for {
+		r = c.check(from, to)
+		bl = backlog(t, app)
+		if r.missing == 0 && bl == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no convergence after %s: %d events missing, backlog %d, received %d, problems %v",
+				timeout, r.missing, bl, r.received, firstN(r.problems, 5))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Let stragglers (duplicates) arrive, then check again.
+	time.Sleep(300 * time.Millisecond)
+	r = c.check(from, to)
+	if len(r.problems) > 0 {
+		t.Errorf("%d ordering problems, first: %v", len(r.problems), firstN(r.problems, 5))
+	}
+	return r
+}
+
+func firstN(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func startBroker(t *testing.T, addr string) *broker.Broker {
+	t.Helper()
+	var b *broker.Broker
+	var err error
+	for i := 0; i < 50; i++ { // the port may take a moment to free up
+		b, err = broker.Start(context.Background(), broker.Config{Addr: addr, Partitions: partitions, Topics: []string{worldTopic}})
+		if err == nil {
+			t.Cleanup(func() { b.Close() })
+			return b
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("starting broker on %s: %v", addr, err)
+	return nil
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// metric returns the sum of the samples of name (over all label sets)
+// from http://addr/metrics; ok is false when there is none.
+func metric(addr, name string) (v float64, ok bool, err error) {
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, false, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, false, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
+			f := strings.Fields(line)
+			x, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				return 0, false, fmt.Errorf("%s: %q: %w", name, line, err)
+			}
+			v += x
+			ok = true
+		}
+	}
+	return v, ok, sc.Err()
+}
+
+func waitMetric(t *testing.T, p *relayProc, addr, name string, want float64, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var last string
+	for time.Since(start) < timeout {
+		if !p.running() {
+			t.Fatalf("%s exited: %v", p.name, p.err)
+		}
+		v, ok, err := metric(addr, name)
+		if err == nil && ok && v == want {
+			return time.Since(start)
+		}
+		last = fmt.Sprintf("value %v present %v err %v", v, ok, err)
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: %s did not become %v within %s (last: %s)", p.name, name, want, timeout, last)
+	return 0
+}
+
+func TestKill9Cycles(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	b := startBroker(t, "127.0.0.1:0")
+	app := newApp(t, dbURL)
+	l := newLedger()
+	c := startChecker(t, b.Addr())
+
+	cycles := 20
+	if testing.Short() {
+		cycles = 6
+	}
+	stopWriters := startWriters(t, app, l, 4)
+	p := startRelay(t, "relay-0", dbURL, b.Addr(), "127.0.0.1:0")
+	for i := 1; i <= cycles; i++ {
+		time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
+		if !p.running() {
+			t.Fatalf("%s exited on its own: %v\n%s", p.name, p.err, tail(p.stderr.String(), 3000))
+		}
+		p.kill9(t)
+		p = startRelay(t, "relay-"+strconv.Itoa(i), dbURL, b.Addr(), "127.0.0.1:0")
+	}
+	// Let the last relay of the cycles run a little, then stop writing
+	// and start a fresh final relay.
+	time.Sleep(200 * time.Millisecond)
+	stopWriters()
+	p.kill9(t)
+	startRelay(t, "relay-final", dbURL, b.Addr(), "127.0.0.1:0")
+
+	committed := l.snapshot()
+	r := converge(t, app, c, nil, committed, 60*time.Second)
+	t.Logf("kill -9 cycles: %d; aggregates: %d; events written: %d; received: %d; duplicates: %d",
+		cycles, len(committed), total(committed), r.received, r.duplicates)
+}
+
+func TestBrokerOutage(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	b := startBroker(t, "127.0.0.1:0")
+	addr := b.Addr()
+	app := newApp(t, dbURL)
+	l := newLedger()
+	c := startChecker(t, addr)
+	opsAddr := freeAddr(t)
+	p := startRelay(t, "relay", dbURL, addr, opsAddr)
+	ctx := context.Background()
+
+	// Batch A: published fully before the outage.
+	var worlds []*domain.World
+	for i := range 20 {
+		w, err := newWorld(ctx, app, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		worlds = append(worlds, w)
+		for j := range 4 {
+			if err := saveWorld(ctx, app, l, w, fmt.Sprintf("a %d %d", i, j)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	a := l.snapshot()
+	ra := converge(t, app, c, nil, a, 30*time.Second)
+	c.close()
+	t.Logf("batch A: %d events published (received %d, duplicates %d)", total(a), ra.received, ra.duplicates)
+
+	// Outage: the broker goes away; batch B is written while it is down.
+	b.Close()
+	down := time.Now()
+	var n int
+	for time.Since(down) < 4*time.Second {
+		w := worlds[rand.IntN(len(worlds))]
+		if n%10 == 0 {
+			nw, err := newWorld(ctx, app, l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			worlds = append(worlds, nw)
+		}
+		if err := saveWorld(ctx, app, l, w, "b "+strconv.Itoa(n)); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !p.running() {
+		t.Fatalf("relay exited during the outage: %v\n%s", p.err, tail(p.stderr.String(), 3000))
+	}
+	bl := backlog(t, app)
+	if bl == 0 {
+		t.Fatalf("backlog is 0 during the outage: events were deleted without a broker ack")
+	}
+	errs, _, err := metric(opsAddr, "esflow_relay_errors_total")
+	if err != nil || errs == 0 {
+		t.Errorf("esflow_relay_errors_total = %v (err %v) during the outage, want > 0", errs, err)
+	}
+	bEnd := l.snapshot()
+	t.Logf("during the outage: %d events written, backlog %d, relay errors %v", total(bEnd)-total(a), bl, errs)
+
+	// The broker comes back (empty) on the same address.
+	b2 := startBroker(t, addr)
+	back := time.Now()
+	c2 := startChecker(t, b2.Addr())
+	r := converge(t, app, c2, a, bEnd, 60*time.Second)
+	if !p.running() {
+		t.Fatalf("relay exited: %v", p.err)
+	}
+	if r.received < int(total(bEnd)-total(a)) {
+		t.Errorf("received %d on the new broker, want at least %d", r.received, total(bEnd)-total(a))
+	}
+	t.Logf("broker down %s; batch B: %d events, all received %s after the broker returned (received %d, duplicates %d)",
+		back.Sub(down).Round(time.Millisecond), total(bEnd)-total(a), time.Since(back).Round(time.Millisecond), r.received, r.duplicates)
+}
+
+func TestTwoRelaysFailover(t *testing.T) {
+	dbURL := pgtest.NewDatabase(t)
+	b := startBroker(t, "127.0.0.1:0")
+	app := newApp(t, dbURL)
+	l := newLedger()
+	c := startChecker(t, b.Addr())
+
+	addr1, addr2 := freeAddr(t), freeAddr(t)
+	r1 := startRelay(t, "R1", dbURL, b.Addr(), addr1)
+	waitMetric(t, r1, addr1, "esflow_relay_active", 1, 15*time.Second)
+
+	stopWriters := startWriters(t, app, l, 2)
+	r2 := startRelay(t, "R2", dbURL, b.Addr(), addr2)
+	// R2 is up (serving metrics) but passive.
+	waitMetric(t, r2, addr2, "esflow_relay_active", 0, 15*time.Second)
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if v, ok, err := metric(addr2, "esflow_relay_active"); err != nil || !ok || v != 0 {
+			t.Fatalf("R2 esflow_relay_active = %v (present %v, err %v), want 0 while R1 is alive", v, ok, err)
+		}
+		if v, ok, err := metric(addr2, "esflow_relay_published_total"); err != nil || (ok && v != 0) {
+			t.Fatalf("R2 esflow_relay_published_total = %v (err %v), want 0 or absent while R1 is alive", v, err)
+		}
+		if v, _, err := metric(addr1, "esflow_relay_active"); err != nil || v != 1 {
+			t.Fatalf("R1 esflow_relay_active = %v (err %v), want 1", v, err)
+		}
+	}
+	pub1, _, _ := metric(addr1, "esflow_relay_published_total")
+	if pub1 == 0 {
+		t.Errorf("R1 published nothing while events were written")
+	}
+
+	r1.kill9(t)
+	took := waitMetric(t, r2, addr2, "esflow_relay_active", 1, 5*time.Second)
+	t.Logf("R2 active %s after R1 was killed (R1 had published %v)", took.Round(time.Millisecond), pub1)
+
+	time.Sleep(time.Second) // events after the kill
+	stopWriters()
+	committed := l.snapshot()
+	r := converge(t, app, c, nil, committed, 60*time.Second)
+	pub2, _, _ := metric(addr2, "esflow_relay_published_total")
+	if pub2 == 0 {
+		t.Errorf("R2 published nothing after taking over")
+	}
+	t.Logf("events written: %d (%d aggregates); received %d; duplicates %d; R2 published %v",
+		total(committed), len(committed), r.received, r.duplicates, pub2)
+}
+
+// TestCheckerDetects makes sure the verification itself catches gaps,
+// reordering and duplicates, so the process tests cannot pass vacuously.
+func TestCheckerDetects(t *testing.T) {
+	a, b := uuid.New(), uuid.New()
+	committed := map[uuid.UUID]uint64{a: 4, b: 2}
+	for _, tc := range []struct {
+		name                string
+		seqA, seqB          []uint64
+		missing, duplicates int
+		problem             bool
+	}{
+		{name: "exact", seqA: []uint64{0, 1, 2, 3}, seqB: []uint64{0, 1}},
+		{name: "redelivered batch", seqA: []uint64{0, 1, 2, 1, 2, 3}, seqB: []uint64{0, 1, 0, 1}, duplicates: 4},
+		{name: "missing tail", seqA: []uint64{0, 1}, seqB: []uint64{0, 1}, missing: 2},
+		{name: "gap", seqA: []uint64{0, 2, 1, 3}, seqB: []uint64{0, 1}, problem: true},
+		{name: "reordered", seqA: []uint64{1, 0, 2, 3}, seqB: []uint64{0, 1}, problem: true},
+	} {
+		c := &checker{seq: map[uuid.UUID][]uint64{a: tc.seqA, b: tc.seqB}}
+		r := c.check(nil, committed)
+		if r.missing != tc.missing || r.duplicates != tc.duplicates || (len(r.problems) > 0) != tc.problem {
+			t.Errorf("%s: missing %d duplicates %d problems %v; want %d, %d, problem %v",
+				tc.name, r.missing, r.duplicates, r.problems, tc.missing, tc.duplicates, tc.problem)
+		}
+	}
+	c := &checker{seq: map[uuid.UUID][]uint64{a: {2, 3}}}
+	if r := c.check(map[uuid.UUID]uint64{a: 2}, map[uuid.UUID]uint64{a: 4}); r.missing != 0 || len(r.problems) > 0 {
+		t.Errorf("from offset: %+v", r)
+	}
+	c = &checker{seq: map[uuid.UUID][]uint64{uuid.New(): {0}}}
+	if r := c.check(nil, nil); len(r.problems) == 0 {
+		t.Errorf("an uncommitted aggregate was not reported")
+	}
+}
