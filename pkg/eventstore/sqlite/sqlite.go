@@ -108,7 +108,7 @@ func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 		db.SetConnMaxLifetime(0)
 		db.SetConnMaxIdleTime(0)
 	}
-	if err := db.PingContext(ctx); err != nil {
+	if err := ping(ctx, db, busy); err != nil {
 		_ = db.Close()
 		return nil, &eventstore.Error{Op: "open", Err: fmt.Errorf("open %q: %w", dsn, err)}
 	}
@@ -257,4 +257,23 @@ func ParseDSN(dsn string) (path string, inMemory bool, err error) {
 		return "", false, fmt.Errorf("sqlite: DSN %q: '?' is not allowed in a path", dsn)
 	}
 	return dsn, false, nil
+}
+
+// ping opens the first connection. Switching a new file to WAL needs an
+// exclusive lock, and SQLite reports SQLITE_BUSY for that without calling
+// the busy handler when another process or Store is doing the same; a
+// failed connection is discarded, so retrying runs the pragmas again.
+func ping(ctx context.Context, db *sql.DB, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for wait := 5 * time.Millisecond; ; wait = min(wait*2, 100*time.Millisecond) {
+		err := db.PingContext(ctx)
+		if err == nil || !strings.Contains(err.Error(), "SQLITE_BUSY") || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
