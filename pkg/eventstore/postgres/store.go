@@ -1,17 +1,15 @@
 package postgres
 
 import (
+	"github.com/esflow/esflow/internal/migrate"
+
 	"context"
 	"embed"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io/fs"
-	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
-	"text/template"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -171,45 +169,9 @@ func lockKey(name string) int64 {
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-type migration struct {
-	version int
-	name    string
-	tmpl    *template.Template
-}
-
 // migrations lists the embedded migrations in version order.
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		return nil, fmt.Errorf("read embedded migrations: %w", err)
-	}
-	var out []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		if !ok {
-			return nil, fmt.Errorf("migration %s: name must start with a version", e.Name())
-		}
-		v, err := strconv.Atoi(num)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: bad version %q", e.Name(), num)
-		}
-		body, err := migrationFiles.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
-		}
-		t, err := template.New(e.Name()).Option("missingkey=error").Parse(string(body))
-		if err != nil {
-			return nil, fmt.Errorf("parse migration %s: %w", e.Name(), err)
-		}
-		out = append(out, migration{version: v, name: e.Name(), tmpl: t})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
-	for i := 1; i < len(out); i++ {
-		if out[i].version == out[i-1].version {
-			return nil, fmt.Errorf("migrations %s and %s share version %d", out[i-1].name, out[i].name, out[i].version)
-		}
-	}
-	return out, nil
+func migrations() ([]migrate.Migration, error) {
+	return migrate.Load(migrationFiles, "migrations")
 }
 
 var migrateLockKey = lockKey("esflow:migrate")
@@ -252,18 +214,18 @@ func (s *Store) Migrate(ctx context.Context) error {
 			done[int(v)] = true
 		}
 		for _, m := range ms {
-			if done[m.version] {
+			if done[m.Version] {
 				continue
 			}
 			var sql strings.Builder
-			if err := m.tmpl.Execute(&sql, s.names); err != nil {
-				return fmt.Errorf("render migration %s: %w", m.name, err)
+			if err := m.Template.Execute(&sql, s.names); err != nil {
+				return fmt.Errorf("render migrate.Migration %s: %w", m.Name, err)
 			}
 			if _, err := tx.Exec(ctx, sql.String()); err != nil {
-				return fmt.Errorf("apply migration %s: %w", m.name, err)
+				return fmt.Errorf("apply migrate.Migration %s: %w", m.Name, err)
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO `+MigrationsTable+` (table_name, version) VALUES ($1, $2)`, s.names.rawTable, m.version); err != nil {
-				return fmt.Errorf("record migration %s: %w", m.name, err)
+			if _, err := tx.Exec(ctx, `INSERT INTO `+MigrationsTable+` (table_name, version) VALUES ($1, $2)`, s.names.rawTable, m.Version); err != nil {
+				return fmt.Errorf("record migrate.Migration %s: %w", m.Name, err)
 			}
 		}
 		return nil

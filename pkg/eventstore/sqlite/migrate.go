@@ -1,15 +1,12 @@
 package sqlite
 
 import (
+	"github.com/esflow/esflow/internal/migrate"
+
 	"context"
 	"embed"
 	"fmt"
-	"io/fs"
-	"path"
-	"slices"
-	"strconv"
 	"strings"
-	"text/template"
 
 	"github.com/esflow/esflow/pkg/eventstore"
 )
@@ -20,13 +17,6 @@ const MigrationsTable = "esflow_schema_migrations"
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
-
-// migration is one embedded, versioned SQL template.
-type migration struct {
-	version int
-	name    string
-	tmpl    *template.Template
-}
 
 // names are the template fields: validated identifiers, already quoted.
 type names struct {
@@ -51,43 +41,12 @@ func quotedNames(s eventstore.Schema) names {
 
 // loadMigrations parses the embedded templates, ordered by the version
 // number that prefixes each file name ("0001_create_events.sql").
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		return nil, fmt.Errorf("read embedded migrations: %w", err)
-	}
-	var out []migration
-	for _, e := range entries {
-		name := e.Name()
-		prefix, _, ok := strings.Cut(name, "_")
-		if !ok {
-			return nil, fmt.Errorf("migration %s: name must be <version>_<title>.sql", name)
-		}
-		v, err := strconv.Atoi(prefix)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: bad version %q", name, prefix)
-		}
-		text, err := migrationFiles.ReadFile(path.Join("migrations", name))
-		if err != nil {
-			return nil, fmt.Errorf("migration %s: %w", name, err)
-		}
-		t, err := template.New(name).Option("missingkey=error").Parse(string(text))
-		if err != nil {
-			return nil, fmt.Errorf("migration %s: %w", name, err)
-		}
-		out = append(out, migration{version: v, name: name, tmpl: t})
-	}
-	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
-	for i := 1; i < len(out); i++ {
-		if out[i].version == out[i-1].version {
-			return nil, fmt.Errorf("migrations %s and %s share version %d", out[i-1].name, out[i].name, out[i].version)
-		}
-	}
-	return out, nil
+func loadMigrations() ([]migrate.Migration, error) {
+	return migrate.Load(migrationFiles, "migrations")
 }
 
 // Migrate creates or upgrades the Store's tables. It is idempotent: each
-// embedded migration runs at most once per events table, as recorded in
+// embedded migrate.Migration runs at most once per events table, as recorded in
 // [MigrationsTable], and all pending ones run in one write transaction,
 // so concurrent Migrate calls (even from other processes) are safe.
 func (s *Store) Migrate(ctx context.Context) error {
@@ -138,18 +97,18 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 
 	for _, m := range migrations {
-		if applied[m.version] {
+		if applied[m.Version] {
 			continue
 		}
 		var b strings.Builder
-		if err := m.tmpl.Execute(&b, n); err != nil {
-			return &eventstore.Error{Op: op, Err: fmt.Errorf("migration %s: %w", m.name, err)}
+		if err := m.Template.Execute(&b, n); err != nil {
+			return &eventstore.Error{Op: op, Err: fmt.Errorf("migrate.Migration %s: %w", m.Name, err)}
 		}
 		if _, err := tx.ExecContext(ctx, b.String()); err != nil {
-			return &eventstore.Error{Op: op, Err: fmt.Errorf("migration %s: %w", m.name, err)}
+			return &eventstore.Error{Op: op, Err: fmt.Errorf("migrate.Migration %s: %w", m.Name, err)}
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO `+mt+` (table_name, version) VALUES (?, ?)`, s.schema.Table, m.version); err != nil {
-			return &eventstore.Error{Op: op, Err: fmt.Errorf("record migration %s: %w", m.name, err)}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO `+mt+` (table_name, version) VALUES (?, ?)`, s.schema.Table, m.Version); err != nil {
+			return &eventstore.Error{Op: op, Err: fmt.Errorf("record migrate.Migration %s: %w", m.Name, err)}
 		}
 	}
 	if err := tx.Commit(); err != nil {

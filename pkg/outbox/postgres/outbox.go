@@ -1,18 +1,16 @@
 package postgres
 
 import (
+	"github.com/esflow/esflow/internal/migrate"
+
 	"context"
 	"embed"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io/fs"
 	"regexp"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
-	"text/template"
 	"time"
 
 	"github.com/google/uuid"
@@ -208,57 +206,21 @@ func lockKey(name string) int64 {
 	return int64(h.Sum64())
 }
 
-// migrateLockKey is the event store's migration lock, so outbox and event
+// migrateLockKey is the event store's migrate.Migration lock, so outbox and event
 // store migrations never run concurrently.
 var migrateLockKey = lockKey("esflow:migrate")
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-type migration struct {
-	version int
-	name    string
-	tmpl    *template.Template
-}
-
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		return nil, fmt.Errorf("read embedded migrations: %w", err)
-	}
-	var out []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		if !ok {
-			return nil, fmt.Errorf("migration %s: name must start with a version", e.Name())
-		}
-		v, err := strconv.Atoi(num)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: bad version %q", e.Name(), num)
-		}
-		body, err := migrationFiles.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
-		}
-		t, err := template.New(e.Name()).Option("missingkey=error").Parse(string(body))
-		if err != nil {
-			return nil, fmt.Errorf("parse migration %s: %w", e.Name(), err)
-		}
-		out = append(out, migration{version: v, name: e.Name(), tmpl: t})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].version < out[j].version })
-	for i := 1; i < len(out); i++ {
-		if out[i].version == out[i-1].version {
-			return nil, fmt.Errorf("migrations %s and %s share version %d", out[i-1].name, out[i].name, out[i].version)
-		}
-	}
-	return out, nil
+func loadMigrations() ([]migrate.Migration, error) {
+	return migrate.Load(migrationFiles, "migrations")
 }
 
 // Migrate runs the event store's migrations, then creates or upgrades the
 // outbox table (and its helper function). It is idempotent and safe to
 // call concurrently: outbox migrations run in one transaction under the
-// event store's migration advisory lock and are recorded in
+// event store's migrate.Migration advisory lock and are recorded in
 // [MigrationsTable] under the outbox table's name.
 func (o *Outbox) Migrate(ctx context.Context) error {
 	if err := o.events.Migrate(ctx); err != nil {
@@ -299,18 +261,18 @@ func (o *Outbox) Migrate(ctx context.Context) error {
 			done[int(v)] = true
 		}
 		for _, m := range ms {
-			if done[m.version] {
+			if done[m.Version] {
 				continue
 			}
 			var sql strings.Builder
-			if err := m.tmpl.Execute(&sql, n); err != nil {
-				return fmt.Errorf("render migration %s: %w", m.name, err)
+			if err := m.Template.Execute(&sql, n); err != nil {
+				return fmt.Errorf("render migrate.Migration %s: %w", m.Name, err)
 			}
 			if _, err := tx.Exec(ctx, sql.String()); err != nil {
-				return fmt.Errorf("apply migration %s: %w", m.name, err)
+				return fmt.Errorf("apply migrate.Migration %s: %w", m.Name, err)
 			}
-			if _, err := tx.Exec(ctx, `INSERT INTO `+MigrationsTable+` (table_name, version) VALUES ($1, $2)`, o.table, m.version); err != nil {
-				return fmt.Errorf("record migration %s: %w", m.name, err)
+			if _, err := tx.Exec(ctx, `INSERT INTO `+MigrationsTable+` (table_name, version) VALUES ($1, $2)`, o.table, m.Version); err != nil {
+				return fmt.Errorf("record migrate.Migration %s: %w", m.Name, err)
 			}
 		}
 		return nil

@@ -1,6 +1,8 @@
 package sqlite
 
 import (
+	"github.com/esflow/esflow/internal/migrate"
+
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -9,13 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"regexp"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"text/template"
 	"time"
 
 	"github.com/google/uuid"
@@ -188,44 +186,8 @@ func (o *Outbox) LatestSnapshot(ctx context.Context, id uuid.UUID, upTo *uint64)
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-type migration struct {
-	version int
-	name    string
-	tmpl    *template.Template
-}
-
-func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
-	if err != nil {
-		return nil, fmt.Errorf("read embedded migrations: %w", err)
-	}
-	var out []migration
-	for _, e := range entries {
-		num, _, ok := strings.Cut(e.Name(), "_")
-		if !ok {
-			return nil, fmt.Errorf("migration %s: name must start with a version", e.Name())
-		}
-		v, err := strconv.Atoi(num)
-		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: bad version %q", e.Name(), num)
-		}
-		body, err := migrationFiles.ReadFile("migrations/" + e.Name())
-		if err != nil {
-			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
-		}
-		t, err := template.New(e.Name()).Option("missingkey=error").Parse(string(body))
-		if err != nil {
-			return nil, fmt.Errorf("parse migration %s: %w", e.Name(), err)
-		}
-		out = append(out, migration{version: v, name: e.Name(), tmpl: t})
-	}
-	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
-	for i := 1; i < len(out); i++ {
-		if out[i].version == out[i-1].version {
-			return nil, fmt.Errorf("migrations %s and %s share version %d", out[i-1].name, out[i].name, out[i].version)
-		}
-	}
-	return out, nil
+func loadMigrations() ([]migrate.Migration, error) {
+	return migrate.Load(migrationFiles, "migrations")
 }
 
 // Migrate runs the event store's migrations, then creates or upgrades the
@@ -267,18 +229,18 @@ func (o *Outbox) Migrate(ctx context.Context) error {
 		return fmt.Errorf("outbox/sqlite: migrate: read applied versions: %w", err)
 	}
 	for _, m := range ms {
-		if applied[m.version] {
+		if applied[m.Version] {
 			continue
 		}
 		var b strings.Builder
-		if err := m.tmpl.Execute(&b, n); err != nil {
-			return fmt.Errorf("outbox/sqlite: migration %s: %w", m.name, err)
+		if err := m.Template.Execute(&b, n); err != nil {
+			return fmt.Errorf("outbox/sqlite: migrate.Migration %s: %w", m.Name, err)
 		}
 		if _, err := tx.ExecContext(ctx, b.String()); err != nil {
-			return fmt.Errorf("outbox/sqlite: migration %s: %w", m.name, err)
+			return fmt.Errorf("outbox/sqlite: migrate.Migration %s: %w", m.Name, err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO `+mt+` (table_name, version) VALUES (?, ?)`, o.table, m.version); err != nil {
-			return fmt.Errorf("outbox/sqlite: record migration %s: %w", m.name, err)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO `+mt+` (table_name, version) VALUES (?, ?)`, o.table, m.Version); err != nil {
+			return fmt.Errorf("outbox/sqlite: record migrate.Migration %s: %w", m.Name, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
