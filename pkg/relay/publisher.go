@@ -12,9 +12,13 @@ import (
 // message was acknowledged by all in-sync replicas, or with an error.
 //
 // Implementations must send messages with the same key to the same
-// partition in slice order, and must not return while any message of the
-// call may still be in flight: the relay's ordering argument rests on at
-// most one unacknowledged batch per partition (see DESIGN.md).
+// partition in slice order, and must never have two unacknowledged batches
+// for one partition in flight: the relay's ordering argument rests on it
+// (see DESIGN.md). kafkapub returns early when ctx ends, but then makes the
+// next Publish wait until the abandoned messages are settled, which keeps
+// that property at the price of possible duplicates. (The relay passes a
+// context that outlives shutdown by PublishTimeout, so this only happens
+// on timeouts.)
 type Publisher interface {
 	Publish(ctx context.Context, msgs []outbox.Message) error
 }
