@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -71,43 +70,6 @@ LIMIT $3`,
 }
 
 // wireHeader is one header in the stored JSON: value is base64.
-type wireHeader struct {
-	Key   string `json:"key"`
-	Value []byte `json:"value"`
-}
-
-func encodeHeaders(hs []outbox.Header) ([]byte, error) {
-	if len(hs) == 0 {
-		return nil, nil
-	}
-	w := make([]wireHeader, len(hs))
-	for i, h := range hs {
-		w[i] = wireHeader{Key: h.Key, Value: h.Value}
-		if w[i].Value == nil {
-			w[i].Value = []byte{}
-		}
-	}
-	b, err := json.Marshal(w)
-	if err != nil {
-		return nil, fmt.Errorf("encode headers: %w", err)
-	}
-	return b, nil
-}
-
-func decodeHeaders(b []byte) ([]outbox.Header, error) {
-	if len(b) == 0 {
-		return nil, nil
-	}
-	var w []wireHeader
-	if err := json.Unmarshal(b, &w); err != nil {
-		return nil, fmt.Errorf("decode headers: %w", err)
-	}
-	hs := make([]outbox.Header, len(w))
-	for i, h := range w {
-		hs[i] = outbox.Header{Key: h.Key, Value: h.Value}
-	}
-	return hs, nil
-}
 
 // msgArgs are the column arrays of the messages of one append.
 func msgArgs(msgs []outbox.Message) ([]any, error) {
@@ -120,7 +82,7 @@ func msgArgs(msgs []outbox.Message) ([]any, error) {
 		if m.Topic == "" {
 			return nil, fmt.Errorf("%w: message %d has no topic", outbox.ErrUnroutable, i)
 		}
-		h, err := encodeHeaders(m.Headers)
+		h, err := outbox.EncodeHeaders(m.Headers)
 		if err != nil {
 			return nil, fmt.Errorf("message %d: %w", i, err)
 		}
@@ -280,7 +242,7 @@ func (o *Outbox) Fetch(ctx context.Context, shard outbox.Shard, limit int) ([]ou
 		if err := rows.Scan(&m.ID, &m.Topic, &m.Key, &m.Value, &hdr, &m.CreatedAt); err != nil {
 			return nil, fmt.Errorf("outbox/postgres: fetch: %w", err)
 		}
-		if m.Headers, err = decodeHeaders(hdr); err != nil {
+		if m.Headers, err = outbox.DecodeHeaders(hdr); err != nil {
 			return nil, fmt.Errorf("outbox/postgres: fetch message %d: %w", m.ID, err)
 		}
 		out = append(out, m)

@@ -249,44 +249,6 @@ func (o *Outbox) Migrate(ctx context.Context) error {
 	return nil
 }
 
-type wireHeader struct {
-	Key   string `json:"key"`
-	Value []byte `json:"value"`
-}
-
-func encodeHeaders(hs []outbox.Header) ([]byte, error) {
-	if len(hs) == 0 {
-		return nil, nil
-	}
-	w := make([]wireHeader, len(hs))
-	for i, h := range hs {
-		w[i] = wireHeader{Key: h.Key, Value: h.Value}
-		if w[i].Value == nil {
-			w[i].Value = []byte{}
-		}
-	}
-	b, err := json.Marshal(w)
-	if err != nil {
-		return nil, fmt.Errorf("encode headers: %w", err)
-	}
-	return b, nil
-}
-
-func decodeHeaders(b []byte) ([]outbox.Header, error) {
-	if len(b) == 0 {
-		return nil, nil
-	}
-	var w []wireHeader
-	if err := json.Unmarshal(b, &w); err != nil {
-		return nil, fmt.Errorf("decode headers: %w", err)
-	}
-	hs := make([]outbox.Header, len(w))
-	for i, h := range w {
-		hs[i] = outbox.Header{Key: h.Key, Value: h.Value}
-	}
-	return hs, nil
-}
-
 // AppendWithOutbox implements [eventstore.OutboxRecorder]: one write
 // transaction holds the records ([sqlstore.Store.AppendTx]) and the
 // messages; a conflict (an error matching [eventstore.ErrConcurrency])
@@ -306,7 +268,7 @@ func (o *Outbox) AppendWithOutbox(ctx context.Context, records []eventstore.Reco
 			return fmt.Errorf("outbox/sqlite: append: %w: message %d has no topic", outbox.ErrUnroutable, i)
 		}
 		var err error
-		if hdrs[i], err = encodeHeaders(m.Headers); err != nil {
+		if hdrs[i], err = outbox.EncodeHeaders(m.Headers); err != nil {
 			return fmt.Errorf("outbox/sqlite: append: message %d: %w", i, err)
 		}
 	}
@@ -391,7 +353,7 @@ func (o *Outbox) Fetch(ctx context.Context, shard outbox.Shard, limit int) ([]ou
 		if err := rows.Scan(&m.ID, &m.Topic, &m.Key, &m.Value, &hdr, &created); err != nil {
 			return nil, fmt.Errorf("outbox/sqlite: fetch: %w", err)
 		}
-		if m.Headers, err = decodeHeaders(hdr); err != nil {
+		if m.Headers, err = outbox.DecodeHeaders(hdr); err != nil {
 			return nil, fmt.Errorf("outbox/sqlite: fetch message %d: %w", m.ID, err)
 		}
 		if m.CreatedAt, err = time.Parse(timeLayout, created); err != nil {
