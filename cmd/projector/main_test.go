@@ -18,6 +18,7 @@ import (
 
 	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/examples/readmodel"
+	"github.com/esflow/esflow/internal/projector"
 	"github.com/esflow/esflow/pkg/broker"
 	"github.com/esflow/esflow/pkg/kafkaenv"
 	"github.com/esflow/esflow/pkg/outbox"
@@ -199,12 +200,12 @@ func getJSON(t *testing.T, url string, v any) int {
 
 func TestOpenDBRejectsBadURLs(t *testing.T) {
 	for _, url := range []string{"", "mysql://x/y", "sqlite://:memory:", "sqlite://a.db?mode=ro"} {
-		if _, _, closeFn, err := openDB(context.Background(), url); err == nil {
+		if _, _, closeFn, err := projector.OpenDB(context.Background(), url); err == nil {
 			closeFn()
-			t.Errorf("openDB(%q) succeeded, want an error", url)
+			t.Errorf("projector.OpenDB(%q) succeeded, want an error", url)
 		}
 	}
-	write, read, closeFn, err := openDB(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "ok.db"))
+	write, read, closeFn, err := projector.OpenDB(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "ok.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
