@@ -1,0 +1,263 @@
+// Command esflow runs the whole pipeline in one process: the event store,
+// the writer's HTTP API, the outbox relay, a Kafka-protocol broker and
+// the example projector. With nothing configured it needs nothing
+// installed:
+//
+//	go run ./cmd/esflow
+//
+// stores events in ./esflow-data/events.db (SQLite), read models in
+// ./esflow-data/read.db, starts the embedded broker on 127.0.0.1:9092
+// (another free port when that one is taken) and serves the writer's API,
+// the read models (under /read/) and a page that shows events flowing on
+// http://127.0.0.1:8080. It prints what to try next. Ctrl-C stops it
+// cleanly; run it again and the data is still there (the embedded broker
+// keeps its topics in memory only, so they start empty).
+//
+// The same binary uses real servers when told to:
+//
+//	DATABASE_URL       event store: postgres://…, sqlite://path (default sqlite://<data>/events.db)
+//	READ_DATABASE_URL  read models: postgres://… or sqlite://path
+//	                   (default: DATABASE_URL when it is PostgreSQL, else sqlite://<data>/read.db)
+//	KAFKA_BROKERS      a real cluster instead of the embedded broker
+//	                   (plus the KAFKA_TLS_* and KAFKA_SASL_* variables of pkg/kafkaenv)
+//	CIPHER_KEY         encrypt stored events (base64 of 32 bytes)
+//	WRITER_TOKEN       bearer token required on mutating endpoints
+//
+// Flags: -data, -http-addr, -broker-addr, -log-format.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/esflow/esflow/examples/domain"
+	"github.com/esflow/esflow/internal/projector"
+	"github.com/esflow/esflow/pkg/aggregate"
+	"github.com/esflow/esflow/pkg/application"
+	"github.com/esflow/esflow/pkg/broker"
+	"github.com/esflow/esflow/pkg/kafkaenv"
+	"github.com/esflow/esflow/pkg/ops"
+	"github.com/esflow/esflow/pkg/outbox"
+	"github.com/esflow/esflow/pkg/relay"
+	"github.com/esflow/esflow/pkg/relay/kafkapub"
+	"github.com/esflow/esflow/pkg/relay/relaymetrics"
+	"github.com/esflow/esflow/pkg/writer"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "esflow:", err)
+		os.Exit(1)
+	}
+}
+
+// Endpoints is where a running stack can be reached.
+type Endpoints struct {
+	HTTP   string // base URL of the writer, the read models and the page
+	Broker string // Kafka bootstrap address
+}
+
+// run is main without the process. getenv reads the environment; out gets
+// the banner, logOut the logs; ready, when set, gets the endpoints once
+// everything listens.
+func run(ctx context.Context, args []string, getenv func(string) string, out, logOut io.Writer, ready func(Endpoints)) error {
+	fs := flag.NewFlagSet("esflow", flag.ContinueOnError)
+	fs.SetOutput(logOut)
+	var (
+		dataDir    = fs.String("data", "esflow-data", "directory of the SQLite files used when no database URL is set")
+		httpAddr   = fs.String("http-addr", "127.0.0.1:8080", "address of the HTTP API, read models and page")
+		brokerAddr = fs.String("broker-addr", "127.0.0.1:9092", "loopback address of the embedded broker (another free port when taken)")
+		logFormat  = fs.String("log-format", "text", "log format: text or json")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(logOut, *logFormat)
+
+	storeURL, readURL := getenv(application.EnvDatabaseURL), getenv("READ_DATABASE_URL")
+	if storeURL == "" {
+		storeURL = getenv(application.EnvDBURI)
+	}
+	if storeURL == "" || readURL == "" {
+		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+	}
+	if storeURL == "" {
+		storeURL = "sqlite://" + filepath.Join(*dataDir, "events.db")
+	}
+	if readURL == "" {
+		if b, err := application.ParseDatabaseURL(storeURL); err == nil && b == application.BackendPostgres {
+			readURL = storeURL
+		} else {
+			readURL = "sqlite://" + filepath.Join(*dataDir, "read.db")
+		}
+	}
+
+	// The broker: a real cluster when configured, else the embedded one.
+	kcfg := kafkaenv.Config{ClientID: "esflow"}
+	if getenv("KAFKA_BROKERS") != "" {
+		var err error
+		if kcfg, err = kafkaenv.FromEnv("esflow"); err != nil {
+			return err
+		}
+	} else {
+		b, err := startBroker(ctx, *brokerAddr, log)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = b.Close() }()
+		kcfg.Brokers = []string{b.Addr()}
+	}
+
+	reg := aggregate.NewRegistry()
+	domain.Register(reg)
+	app, err := application.New(ctx, application.Config{
+		DatabaseURL:  storeURL,
+		CipherKey:    getenv(application.EnvCipherKey),
+		Registry:     reg,
+		CreateTables: true,
+		Outbox:       &outbox.Builder{},
+		Logger:       log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = app.Close() }()
+
+	metrics := ops.NewRegistry()
+	box := app.Outbox()
+	pub, err := kafkapub.New(kafkapub.Config{
+		Brokers: kcfg.Brokers, ClientID: kcfg.ClientID, TLS: kcfg.TLS, SASL: kcfg.SASL,
+		AutoCreateTopics: true, Partitions: broker.DefaultPartitions,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = pub.Close() }()
+	rly, err := relay.New(box, pub, relay.Config{
+		Locker: box, Waker: box, Hooks: relaymetrics.New(metrics, box, outbox.Shard{}).Hooks(), Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+
+	proj, err := projector.Open(ctx, projector.Config{DatabaseURL: readURL, Kafka: kcfg, GroupPrefix: "esflow-", Logger: log})
+	if err != nil {
+		return err
+	}
+	defer proj.Close()
+
+	api, err := writer.New(writer.Config{
+		App:      app,
+		Token:    getenv("WRITER_TOKEN"),
+		Logger:   log,
+		Registry: metrics,
+		Ready:    map[string]ops.Check{"projections": proj.Ready},
+	})
+	if err != nil {
+		return err
+	}
+	mux := newMux(api, proj)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return rly.Run(gctx) })
+	g.Go(func() error { return proj.Run(gctx) })
+	g.Go(func() error {
+		return ops.Serve(gctx, *httpAddr, mux, 10*time.Second, log, func(a net.Addr) {
+			ep := Endpoints{HTTP: "http://" + a.String(), Broker: kcfg.Brokers[0]}
+			printBanner(out, ep, storeURL, readURL, getenv("WRITER_TOKEN") != "")
+			if ready != nil {
+				ready(ep)
+			}
+		})
+	})
+	err = g.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		log.Info("esflow stopped")
+		return nil
+	}
+	return err
+}
+
+// startBroker starts the embedded broker on addr, or on a free port when
+// addr is taken.
+func startBroker(ctx context.Context, addr string, log *slog.Logger) (*broker.Broker, error) {
+	b, err := broker.Start(ctx, broker.Config{Addr: addr})
+	if err == nil {
+		return b, nil
+	}
+	var opErr *net.OpError
+	if !errors.As(err, &opErr) {
+		return nil, err
+	}
+	log.Warn("broker address taken; using a free port", "addr", addr, "error", err)
+	return broker.Start(ctx, broker.Config{})
+}
+
+func printBanner(w io.Writer, ep Endpoints, storeURL, readURL string, token bool) {
+	auth := ""
+	if token {
+		auth = ` -H "Authorization: Bearer $WRITER_TOKEN"`
+	}
+	fmt.Fprintf(w, `
+esflow is running.
+  event store  %s
+  read models  %s
+  Kafka        %s
+  web page     %s/
+
+Try:
+  curl -s -X POST %s/v1/worlds -H 'Content-Type: application/json'%s -d '{"ruler":"gaia"}'
+  curl -s %s/read/worlds
+  kcat -b %s -C -t %s -f '%%k %%s\n'
+
+Ctrl-C stops everything; the data stays for the next run.
+`, redact(storeURL), redact(readURL), ep.Broker, ep.HTTP, ep.HTTP, auth, ep.HTTP, ep.Broker, "esflow.World")
+}
+
+// redact hides a URL's password.
+func redact(u string) string {
+	at := strings.LastIndex(u, "@")
+	scheme := strings.Index(u, "://")
+	if at < 0 || scheme < 0 {
+		return u
+	}
+	userinfo := u[scheme+3 : at]
+	if i := strings.Index(userinfo, ":"); i >= 0 {
+		return u[:scheme+3] + userinfo[:i] + ":***" + u[at:]
+	}
+	return u
+}
+
+func newLogger(w io.Writer, format string) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+// newMux serves the read models under /read/ and everything else (the
+// writer's API, the page, the ops endpoints) from the writer.
+func newMux(api *writer.Server, proj *projector.Service) http.Handler {
+	mux := http.NewServeMux()
+	proj.Mount(mux, "/read")
+	mux.Handle("/", api.Handler())
+	return mux
+}

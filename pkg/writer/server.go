@@ -1,0 +1,234 @@
+package writer
+
+import (
+	"context"
+	"crypto/subtle"
+	_ "embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/esflow/esflow/examples/domain"
+	"github.com/esflow/esflow/pkg/application"
+	"github.com/esflow/esflow/pkg/ops"
+)
+
+// DefaultMaxBodyBytes is the request body limit when Config.MaxBodyBytes is 0.
+const DefaultMaxBodyBytes = 1 << 20
+
+// Config configures a [Server].
+type Config struct {
+	// App is the application the server writes to and reads from. It is
+	// required and must have been built with application.Config.Outbox set,
+	// so that every save also writes its Kafka messages. Its registry must
+	// know the example domain (domain.Register); New adds it when missing.
+	App *application.Application
+	// Token, when set, is the bearer token every mutating request must
+	// present (Authorization: Bearer <token>). Reads stay open.
+	Token string
+	// MaxBodyBytes limits request bodies; larger ones get 413.
+	// Default DefaultMaxBodyBytes (1 MiB).
+	MaxBodyBytes int64
+	// Logger receives the access log and error details. Default slog.Default().
+	Logger *slog.Logger
+	// Registry is where the server's metrics are registered, and what
+	// /metrics serves. Default: a new ops.NewRegistry().
+	Registry *prometheus.Registry
+	// Ready holds extra readiness checks served by /readyz next to the
+	// database ping, e.g. an in-process relay's liveness.
+	Ready map[string]ops.Check
+}
+
+// Server is the writer's HTTP API over an application. Build it with
+// [New] and serve [Server.Handler].
+type Server struct {
+	app      *application.Application
+	token    string
+	maxBody  int64
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	metrics  *metrics
+	worlds   *application.Repository[*domain.World]
+	examples *application.Repository[*domain.Example]
+	codec    *codec
+	routes   []route
+	mux      *http.ServeMux
+	ops      http.Handler
+	page     *template.Template
+	handler  http.Handler
+}
+
+// route is one endpoint: the method and path pattern (http.ServeMux
+// syntax, and the OpenAPI path), whether it changes anything (and so needs
+// the token), and the handler.
+type route struct {
+	method   string
+	path     string
+	mutating bool
+	handle   func(w http.ResponseWriter, r *http.Request) error
+}
+
+// openAPI is the description of the API served at /openapi.yaml.
+//
+//go:embed openapi.yaml
+var openAPI []byte
+
+// New builds a server. It fails when cfg.App is missing or has no outbox.
+func New(cfg Config) (*Server, error) {
+	if cfg.App == nil {
+		return nil, errors.New("writer: Config.App is required")
+	}
+	if !cfg.App.Store.HasOutbox() || cfg.App.Outbox() == nil {
+		return nil, errors.New("writer: the application needs an outbox (application.Config.Outbox)")
+	}
+	if cfg.MaxBodyBytes < 0 {
+		return nil, fmt.Errorf("writer: negative MaxBodyBytes %d", cfg.MaxBodyBytes)
+	}
+	s := &Server{
+		app: cfg.App, token: cfg.Token, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, reg: cfg.Registry,
+		mux: http.NewServeMux(),
+	}
+	if s.maxBody == 0 {
+		s.maxBody = DefaultMaxBodyBytes
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.reg == nil {
+		s.reg = ops.NewRegistry()
+	}
+	reg := s.app.Store.Registry()
+	if _, _, ok := reg.Lookup("World"); !ok {
+		domain.Register(reg)
+	}
+	var err error
+	if s.metrics, err = newMetrics(s.reg); err != nil {
+		return nil, err
+	}
+	if s.page, err = template.New("page").Parse(pageTemplate); err != nil {
+		return nil, fmt.Errorf("writer: page template: %w", err)
+	}
+	s.codec = newCodec(s.app.Store)
+	s.worlds = application.NewRepository(s.app.Store, func() *domain.World { return new(domain.World) })
+	s.examples = application.NewRepository(s.app.Store, func() *domain.Example { return new(domain.Example) })
+
+	ready := map[string]ops.Check{"database": func(ctx context.Context) error {
+		_, err := s.app.Recorder().MaxNotificationID(ctx)
+		return err
+	}}
+	for name, c := range cfg.Ready {
+		ready[name] = c
+	}
+	s.ops = ops.Handler(s.reg, map[string]ops.Check{}, ready)
+
+	s.routes = s.routeTable()
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.method+" "+rt.pattern(), s.wrap(rt))
+	}
+	s.mux.Handle("/", http.HandlerFunc(s.unmatched))
+	s.handler = s.middleware(s.mux)
+	return s, nil
+}
+
+// pattern is the ServeMux pattern of the route: "/" matches only itself.
+func (rt route) pattern() string {
+	if rt.path == "/" {
+		return "/{$}"
+	}
+	return rt.path
+}
+
+func (s *Server) routeTable() []route {
+	opsRoute := func(w http.ResponseWriter, r *http.Request) error { s.ops.ServeHTTP(w, r); return nil }
+	return []route{
+		{method: "GET", path: "/", handle: s.handlePage},
+		{method: "GET", path: "/healthz", handle: opsRoute},
+		{method: "GET", path: "/readyz", handle: opsRoute},
+		{method: "GET", path: "/metrics", handle: opsRoute},
+		{method: "GET", path: "/openapi.yaml", handle: s.handleOpenAPI},
+		{method: "GET", path: "/v1/activity", handle: s.handleActivity},
+
+		{method: "POST", path: "/v1/streams/{id}/events", mutating: true, handle: s.handleAppend},
+		{method: "GET", path: "/v1/streams/{id}/events", handle: s.handleReadStream},
+		{method: "GET", path: "/v1/streams/{id}/head", handle: s.handleHead},
+		{method: "GET", path: "/v1/notifications", handle: s.handleNotifications},
+		{method: "GET", path: "/v1/notifications/{section}", handle: s.handleNotifications},
+
+		{method: "POST", path: "/v1/worlds", mutating: true, handle: s.createWorld},
+		{method: "GET", path: "/v1/worlds/{id}", handle: s.getWorld},
+		{method: "POST", path: "/v1/worlds/{id}/make-it-so", mutating: true, handle: s.makeItSo},
+		{method: "PUT", path: "/v1/worlds/{id}/ruler", mutating: true, handle: s.setRuler},
+		{method: "DELETE", path: "/v1/worlds/{id}", mutating: true, handle: s.discardWorld},
+
+		{method: "POST", path: "/v1/examples", mutating: true, handle: s.createExample},
+		{method: "GET", path: "/v1/examples/{id}", handle: s.getExample},
+		{method: "PUT", path: "/v1/examples/{id}/foo", mutating: true, handle: s.setFoo},
+		{method: "DELETE", path: "/v1/examples/{id}", mutating: true, handle: s.discardExample},
+	}
+}
+
+// Handler returns the server's HTTP handler: the API under /v1, the web
+// page at /, /openapi.yaml, and /healthz, /readyz and /metrics.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// wrap turns a route into a handler: it names the route for the access
+// log and metrics, checks the token on mutating routes and answers the
+// handler's error.
+func (s *Server) wrap(rt route) http.Handler {
+	label := rt.method + " " + rt.path
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if info := infoFrom(r.Context()); info != nil {
+			info.route = label
+		}
+		if rt.mutating && !s.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="esflow-writer"`)
+			s.fail(w, r, &httpError{status: http.StatusUnauthorized, msg: "missing or wrong bearer token"})
+			return
+		}
+		if err := rt.handle(w, r); err != nil {
+			s.fail(w, r, err)
+		}
+	})
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	if s.token == "" {
+		return true
+	}
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(s.token)) == 1
+}
+
+// unmatched answers requests no route takes: 405 with Allow when the path
+// exists for other methods, else 404, both with a JSON body.
+func (s *Server) unmatched(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{"GET", "HEAD", "POST", "PUT", "DELETE"} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		s.fail(w, r, &httpError{status: http.StatusMethodNotAllowed, msg: fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path)})
+		return
+	}
+	s.fail(w, r, notFound("no such endpoint: %s %s", r.Method, r.URL.Path))
+}
+
+func (s *Server) handleOpenAPI(w http.ResponseWriter, _ *http.Request) error {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, err := w.Write(openAPI)
+	return err
+}
