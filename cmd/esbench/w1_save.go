@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/esflow/esflow/pkg/application"
+)
+
+// sampleRows are one event's stored row and outbox row as the application
+// writes them; the raw writer inserts copies of them, so both sides write
+// the same bytes.
+type sampleRows struct {
+	topic   string // events.topic
+	data    []byte // events.data
+	msgTopc string
+	key     []byte
+	value   []byte
+	headers []byte
+	keyHash int32
+}
+
+// sampleRow saves one account and reads its rows back, then empties the
+// tables.
+func sampleRow(ctx context.Context, app *application.Application, pool *pgxpool.Pool) (sampleRows, error) {
+	var s sampleRows
+	a, err := newAccount()
+	if err != nil {
+		return s, err
+	}
+	if err := app.Save(ctx, a); err != nil {
+		return s, fmt.Errorf("sample save: %w", err)
+	}
+	if err := pool.QueryRow(ctx, `SELECT topic, data FROM events LIMIT 1`).Scan(&s.topic, &s.data); err != nil {
+		return s, fmt.Errorf("sample event row: %w", err)
+	}
+	if err := pool.QueryRow(ctx, `SELECT topic, key, value, headers, key_hash FROM esflow_outbox LIMIT 1`).
+		Scan(&s.msgTopc, &s.key, &s.value, &s.headers, &s.keyHash); err != nil {
+		return s, fmt.Errorf("sample outbox row: %w", err)
+	}
+	return s, truncate(ctx, pool)
+}
+
+func truncate(ctx context.Context, pool *pgxpool.Pool) error {
+	if _, err := pool.Exec(ctx, `TRUNCATE events, esflow_outbox, events_snapshots RESTART IDENTITY`); err != nil {
+		return fmt.Errorf("truncate: %w", err)
+	}
+	if _, err := pool.Exec(ctx, `VACUUM ANALYZE events`); err != nil {
+		return fmt.Errorf("vacuum: %w", err)
+	}
+	return nil
+}
+
+// rawInsert is the plain pgx statement: the events rows and the outbox
+// rows of one transaction in a single statement (one round trip, one
+// implicit transaction), from arrays.
+const rawInsert = `WITH e AS (
+    INSERT INTO events (sequence_id, position, topic, data)
+    SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[])
+    RETURNING 1
+), m AS (
+    INSERT INTO esflow_outbox (topic, key, value, headers, key_hash)
+    SELECT * FROM unnest($5::text[], $6::bytea[], $7::bytea[], $8::bytea[], $9::int[])
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM m)`
+
+// rawWriter writes perTx events of one stream per statement.
+type rawWriter struct {
+	s      sampleRows
+	stream pgtype.UUID
+	next   int64
+	ids    []pgtype.UUID
+	pos    []int64
+	topics []string
+	data   [][]byte
+	mt     []string
+	keys   [][]byte
+	vals   [][]byte
+	hdrs   [][]byte
+	hashes []int32
+}
+
+func newRawWriter(s sampleRows, perTx int) *rawWriter {
+	w := &rawWriter{s: s, stream: pgtype.UUID{Bytes: uuid.New(), Valid: true}}
+	w.ids, w.pos, w.topics, w.data = make([]pgtype.UUID, perTx), make([]int64, perTx), make([]string, perTx), make([][]byte, perTx)
+	w.mt, w.keys, w.vals, w.hdrs, w.hashes = make([]string, perTx), make([][]byte, perTx), make([][]byte, perTx), make([][]byte, perTx), make([]int32, perTx)
+	key := []byte(uuid.UUID(w.stream.Bytes).String())
+	for i := range perTx {
+		w.ids[i], w.topics[i], w.data[i] = w.stream, s.topic, s.data
+		w.mt[i], w.keys[i], w.vals[i], w.hdrs[i], w.hashes[i] = s.msgTopc, key, s.value, s.headers, s.keyHash
+	}
+	return w
+}
+
+func (w *rawWriter) write(ctx context.Context, pool *pgxpool.Pool) error {
+	for i := range w.pos {
+		w.pos[i] = w.next
+		w.next++
+	}
+	var n int64
+	if err := pool.QueryRow(ctx, rawInsert, w.ids, w.pos, w.topics, w.data, w.mt, w.keys, w.vals, w.hdrs, w.hashes).Scan(&n); err != nil {
+		return fmt.Errorf("raw insert: %w", err)
+	}
+	if n != int64(2*len(w.pos)) {
+		return fmt.Errorf("raw insert wrote %d rows, want %d", n, 2*len(w.pos))
+	}
+	return nil
+}
+
+// measure runs workers until warm+dur has passed and returns the events
+// per second of the dur part. Each call of step writes perTx events.
+func measure(ctx context.Context, workers, perTx int, warm, dur time.Duration, newStep func() (func(context.Context) error, error)) (float64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		step, err := newStep()
+		if err != nil {
+			return 0, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if err := step(ctx); err != nil {
+					if ctx.Err() == nil {
+						errs <- err
+						cancel()
+					}
+					return
+				}
+				done.Add(int64(perTx))
+			}
+		}()
+	}
+	sleep := func(d time.Duration) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
+		}
+	}
+	sleep(warm)
+	n0, t0 := done.Load(), time.Now()
+	sleep(dur)
+	n1, t1 := done.Load(), time.Now()
+	cancel()
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil && !errors.Is(err, context.Canceled) {
+		return 0, err
+	}
+	return float64(n1-n0) / t1.Sub(t0).Seconds(), nil
+}
+
+func runSave(ctx context.Context, e *env) (*section, error) {
+	maxC := 0
+	for _, s := range e.scale.saveSettings {
+		maxC = max(maxC, s.concurrency)
+	}
+	appDB, err := e.pg.newDatabase(ctx, e.name("w1_app"), maxC)
+	if err != nil {
+		return nil, err
+	}
+	defer appDB.Drop(ctx)
+	rawDB, err := e.pg.newDatabase(ctx, e.name("w1_raw"), maxC)
+	if err != nil {
+		return nil, err
+	}
+	defer rawDB.Drop(ctx)
+
+	topic := "esbench.w1"
+	app, err := openApp(ctx, appDB.dsn, topic, e.log)
+	if err != nil {
+		return nil, err
+	}
+	defer app.Close()
+	appPool, err := appDB.pool(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer appPool.Close()
+	// The raw side gets the same tables, created by the same migrations.
+	rawApp, err := openApp(ctx, rawDB.dsn, topic, e.log)
+	if err != nil {
+		return nil, err
+	}
+	_ = rawApp.Close()
+	rawPool, err := rawDB.pool(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rawPool.Close()
+
+	sample, err := sampleRow(ctx, app, appPool)
+	if err != nil {
+		return nil, err
+	}
+
+	sec := &section{setup: []string{
+		fmt.Sprintf("Full path: `application.Application` on PostgreSQL with `Outbox: &outbox.Builder{}`; each transaction appends the next events of one account held by the worker (`aggregate.Trigger`, then `app.Save`), %d-byte payload, stored event row %d B of data, outbox value %d B.", payloadSize, len(sample.data), len(sample.value)),
+		"Raw limit: plain pgx, one statement per transaction inserting the same event rows and outbox rows (the bytes the application wrote) from arrays with `unnest` (`WITH e AS (INSERT …), m AS (INSERT …)`), the fastest single-transaction form measured here (shared/MEASURED.md).",
+		fmt.Sprintf("Each point: %s warm-up, then %s counted; a pool of max(concurrency, 4) connections; raw and full run back to back on separate, identically migrated databases, emptied before each point.", e.scale.saveWarm, e.scale.saveTime),
+	}}
+	t := table{header: []string{"events/tx", "concurrency", "full path events/s", "raw pgx events/s", "ratio", "target"}}
+	type point struct {
+		c        int
+		app, raw float64
+		perTx    int
+	}
+	var points []point
+	for _, st := range e.scale.saveSettings {
+		if err := truncate(ctx, rawPool); err != nil {
+			return nil, err
+		}
+		raw, err := measure(ctx, st.concurrency, st.perTx, e.scale.saveWarm, e.scale.saveTime, func() (func(context.Context) error, error) {
+			w := newRawWriter(sample, st.perTx)
+			return func(ctx context.Context) error { return w.write(ctx, rawPool) }, nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("raw %d/tx c=%d: %w", st.perTx, st.concurrency, err)
+		}
+		if err := truncate(ctx, appPool); err != nil {
+			return nil, err
+		}
+		full, err := measure(ctx, st.concurrency, st.perTx, e.scale.saveWarm, e.scale.saveTime, func() (func(context.Context) error, error) {
+			var acc *Account
+			return func(ctx context.Context) error {
+				if acc == nil {
+					a, err := newAccount()
+					if err != nil {
+						return err
+					}
+					acc = a
+					if err := acc.record(st.perTx - 1); err != nil {
+						return err
+					}
+				} else if err := acc.record(st.perTx); err != nil {
+					return err
+				}
+				return app.Save(ctx, acc)
+			}, nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("full path %d/tx c=%d: %w", st.perTx, st.concurrency, err)
+		}
+		ratio := full / raw
+		t.add(fmt.Sprint(st.perTx), fmt.Sprint(st.concurrency), rate(full), rate(raw), fmt.Sprintf("%.2f", ratio), "≥ 0.90")
+		sec.checks = append(sec.checks, check{
+			what:     fmt.Sprintf("save path / raw pgx, %d event(s)/tx, c=%d", st.perTx, st.concurrency),
+			measured: fmt.Sprintf("%.2f× (%s vs %s events/s)", ratio, rate(full), rate(raw)),
+			target:   "≥ 0.90×", pass: ratio >= 0.9,
+		})
+		points = append(points, point{st.concurrency, full, raw, st.perTx})
+		e.say("  %d/tx c=%d: full %s/s raw %s/s ratio %.2f", st.perTx, st.concurrency, rate(full), rate(raw), ratio)
+	}
+	sec.tables = append(sec.tables, t)
+
+	var lines []series
+	for i, perTx := range []int{1, 100} {
+		var full, raw []xy
+		for _, p := range points {
+			if p.perTx == perTx {
+				full = append(full, xy{float64(p.c), p.app})
+				raw = append(raw, xy{float64(p.c), p.raw})
+			}
+		}
+		if len(full) == 0 {
+			continue
+		}
+		lines = append(lines,
+			series{name: fmt.Sprintf("full path, %d event/tx", perTx), points: full, color: palette[i]},
+			series{name: fmt.Sprintf("raw pgx, %d event/tx", perTx), points: raw, dashed: true, color: palette[i]})
+	}
+	svg := lineChart(chart{
+		title: "W1: events/s against concurrency", xLabel: "concurrent writers (log scale)", yLabel: "events/s",
+		xLog: true, series: lines,
+	})
+	sec.plots = append(sec.plots, plot{file: "w1-save-throughput.svg", title: "W1 throughput against concurrency", svg: svg})
+	return sec, nil
+}
