@@ -32,7 +32,8 @@
 // "current_version". A bad request (malformed JSON, unknown field, wrong
 // type, missing field, bad UUID) is 400, a body over Config.MaxBodyBytes
 // 413, an unknown aggregate 404, a discarded one 410, a missing or wrong
-// bearer token 401; none of them writes anything. A database that cannot be
+// bearer token 401, a generic append naming a domain type or stream 422;
+// none of them writes anything. A database that cannot be
 // reached (connection refused or lost, PostgreSQL shutting down, SQLite busy)
 // is 503 with Retry-After, and the next request uses a fresh connection, so
 // the service recovers by itself. Anything else is a 500 whose detail is

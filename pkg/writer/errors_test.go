@@ -172,3 +172,26 @@ func TestDatabaseClosed(t *testing.T) {
 		}
 	}
 }
+
+// TestEventTooLargeForStore accepts a body the store then refuses: an
+// event over the store's 1 MiB limit is a 413 and nothing is written.
+func TestEventTooLargeForStore(t *testing.T) {
+	e := newEnv(t, "", func(c *writer.Config) { c.MaxBodyBytes = 4 << 20 })
+	before := e.state()
+	body := `{"expected_version":0,"events":[{"type":"Big","data":{"x":"` + strings.Repeat("x", 3<<19) + `"}}]}`
+	r := e.do("POST", "/v1/streams/"+uuid.NewString()+"/events", body)
+	if r.status != http.StatusRequestEntityTooLarge || !strings.Contains(r.str("error"), "larger than the store accepts") {
+		t.Fatalf("%d %s", r.status, r.raw)
+	}
+	big := `{"ruler":"` + strings.Repeat("x", 3<<19) + `"}`
+	if r := e.do("POST", "/v1/worlds", big); r.status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("world: %d %s", r.status, r.raw)
+	}
+	if after := e.state(); after != before {
+		t.Fatalf("refused events were written: %+v -> %+v", before, after)
+	}
+	e.must(http.StatusMethodNotAllowed, "BREW", "/v1/worlds", nil)
+	if m := string(e.must(http.StatusOK, "GET", "/metrics", nil).raw); !strings.Contains(m, `method="OTHER"`) || strings.Contains(m, "BREW") {
+		t.Fatal("unknown methods should be counted as OTHER")
+	}
+}

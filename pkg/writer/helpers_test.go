@@ -24,14 +24,14 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // env is a writer on a real database, served over real HTTP.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	app   *application.Application
 	srv   *writer.Server
 	http  *httptest.Server
 	token string
 }
 
-func newApp(t *testing.T, url string) *application.Application {
+func newApp(t testing.TB, url string) *application.Application {
 	t.Helper()
 	reg := aggregate.NewRegistry()
 	domain.Register(reg)
@@ -46,7 +46,7 @@ func newApp(t *testing.T, url string) *application.Application {
 }
 
 // newEnv starts a writer on SQLite in memory (or url), configured by mutate.
-func newEnv(t *testing.T, url string, mutate ...func(*writer.Config)) *env {
+func newEnv(t testing.TB, url string, mutate ...func(*writer.Config)) *env {
 	t.Helper()
 	if url == "" {
 		url = "sqlite::memory:"

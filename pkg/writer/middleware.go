@@ -136,7 +136,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				status = http.StatusOK
 			}
 			elapsed := time.Since(start)
-			s.metrics.requests.WithLabelValues(info.route, r.Method, strconv.Itoa(status)).Inc()
+			s.metrics.requests.WithLabelValues(info.route, methodLabel(r.Method), strconv.Itoa(status)).Inc()
 			s.metrics.latency.WithLabelValues(info.route).Observe(elapsed.Seconds())
 			level := slog.LevelInfo
 			if status >= 500 {
@@ -155,4 +155,15 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(rec, r)
 	})
+}
+
+// methodLabel keeps the metrics' method label to a fixed set, whatever
+// methods clients invent.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete,
+		http.MethodPatch, http.MethodOptions:
+		return m
+	}
+	return "OTHER"
 }

@@ -1,0 +1,197 @@
+// Command writer is the esflow writer service: an HTTP JSON API (package
+// pkg/writer) that appends events through the transactional outbox, with
+// the outbox relay running in the same process by default.
+//
+// Environment:
+//
+//	DATABASE_URL   where events live (required; alias DB_URI): postgres://…,
+//	               sqlite:///abs/path.db, sqlite://rel/path.db, sqlite::memory:
+//	CIPHER_KEY     base64 of 32 bytes: encrypt stored events (optional)
+//	ESFLOW_COMPRESS  "true" to deflate stored events (optional)
+//	WRITER_TOKEN   bearer token required on mutating requests (optional)
+//	KAFKA_BROKERS  host:port[,…]: required when the relay runs in-process,
+//	               with the KAFKA_CLIENT_ID, KAFKA_TLS* and KAFKA_SASL_*
+//	               variables of package kafkaenv
+//
+// Flags:
+//
+//	-http-addr :8080          API, web page, /healthz, /readyz, /metrics
+//	-relay=true               publish the outbox from this process; turn it
+//	                          off where cmd/relay is deployed separately
+//	-auto-create-topics=true  create missing topics before publishing
+//	-topic-partitions 8       partitions of auto-created topics
+//	-topic-replication -1     replication factor of auto-created topics (-1: broker default)
+//	-max-body-bytes 1048576   request body limit (413 above)
+//	-log-format json          json or text
+//	-migrate=true             create the event and outbox tables if missing
+//	-outbox-table ""          outbox table name (default esflow_outbox)
+//	-shutdown-grace 10s       how long in-flight requests may take on SIGTERM
+//
+// SIGTERM or SIGINT stops accepting connections, lets in-flight requests
+// finish (within -shutdown-grace), then stops the relay after its in-flight
+// batch and closes the database.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/esflow/esflow/examples/domain"
+	"github.com/esflow/esflow/pkg/aggregate"
+	"github.com/esflow/esflow/pkg/application"
+	"github.com/esflow/esflow/pkg/kafkaenv"
+	"github.com/esflow/esflow/pkg/ops"
+	"github.com/esflow/esflow/pkg/outbox"
+	"github.com/esflow/esflow/pkg/relay"
+	"github.com/esflow/esflow/pkg/relay/kafkapub"
+	"github.com/esflow/esflow/pkg/relay/relaymetrics"
+	"github.com/esflow/esflow/pkg/writer"
+)
+
+// EnvToken names the variable holding the bearer token.
+const EnvToken = "WRITER_TOKEN"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "writer:", err)
+		os.Exit(1)
+	}
+}
+
+// run is main without the process: configuration from args and the
+// environment, logs to logOut; ready, when set, gets the HTTP address once
+// it listens. It returns when ctx ends (nil) or on a fatal error.
+func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Addr)) error {
+	fs := flag.NewFlagSet("writer", flag.ContinueOnError)
+	fs.SetOutput(logOut)
+	var (
+		httpAddr    = fs.String("http-addr", ":8080", "address of the API, the web page, /healthz, /readyz and /metrics")
+		inProcess   = fs.Bool("relay", true, "run the outbox relay in this process")
+		autoCreate  = fs.Bool("auto-create-topics", true, "create missing topics before publishing to them")
+		partitions  = fs.Int("topic-partitions", 8, "partitions of auto-created topics")
+		replication = fs.Int("topic-replication", -1, "replication factor of auto-created topics (-1: the broker's default)")
+		maxBody     = fs.Int64("max-body-bytes", writer.DefaultMaxBodyBytes, "largest request body accepted")
+		logFormat   = fs.String("log-format", "json", "log format: json or text")
+		migrate     = fs.Bool("migrate", true, "create the event and outbox tables if missing")
+		table       = fs.String("outbox-table", "", "outbox table name (default esflow_outbox)")
+		grace       = fs.Duration("shutdown-grace", 10*time.Second, "how long in-flight requests may take at shutdown")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *logFormat != "json" && *logFormat != "text" {
+		return fmt.Errorf("-log-format %q: want json or text", *logFormat)
+	}
+	if *maxBody <= 0 {
+		return fmt.Errorf("-max-body-bytes %d: must be positive", *maxBody)
+	}
+	log := newLogger(logOut, *logFormat)
+
+	cfg, err := application.ConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	if cfg.DatabaseURL == "" {
+		return errors.New("DATABASE_URL is required")
+	}
+	var kcfg kafkaenv.Config
+	if *inProcess {
+		if kcfg, err = kafkaenv.FromEnv("esflow-writer"); err != nil {
+			return fmt.Errorf("%w (or run with -relay=false)", err)
+		}
+	}
+	reg := aggregate.NewRegistry()
+	domain.Register(reg)
+	cfg.Registry, cfg.Outbox, cfg.OutboxTable, cfg.CreateTables, cfg.Logger = reg, &outbox.Builder{}, *table, *migrate, log
+	app, err := application.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+
+	metricsReg := ops.NewRegistry()
+	readyChecks := map[string]ops.Check{}
+	var rl *relay.Relay
+	if *inProcess {
+		pub, err := kafkapub.New(kafkapub.Config{
+			Brokers: kcfg.Brokers, ClientID: kcfg.ClientID, TLS: kcfg.TLS, SASL: kcfg.SASL,
+			AutoCreateTopics: *autoCreate, Partitions: *partitions, ReplicationFactor: *replication,
+		})
+		if err != nil {
+			return err
+		}
+		defer pub.Close()
+		box := app.Outbox()
+		rm := relaymetrics.New(metricsReg, box, outbox.Shard{})
+		if rl, err = relay.New(box, pub, relay.Config{Locker: box, Waker: box, Hooks: rm.Hooks(), Logger: log}); err != nil {
+			return err
+		}
+		readyChecks["relay"] = func(context.Context) error {
+			if age := time.Since(rl.LastBeat()); age > time.Minute {
+				return fmt.Errorf("relay loop silent for %s", age.Round(time.Second))
+			}
+			return nil
+		}
+	}
+	srv, err := writer.New(writer.Config{
+		App: app, Token: os.Getenv(EnvToken), MaxBodyBytes: *maxBody, Logger: log,
+		Registry: metricsReg, Ready: readyChecks,
+	})
+	if err != nil {
+		return err
+	}
+
+	// The relay outlives the HTTP server, so that what the last requests
+	// wrote is published before the process exits; if it fails on its own,
+	// the server stops too.
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRelay()
+	relayDone := make(chan error, 1)
+	if rl != nil {
+		go func() {
+			err := rl.Run(relayCtx)
+			if relayCtx.Err() == nil {
+				log.Error("relay stopped", "err", err)
+				stopServing()
+				if err == nil {
+					err = errors.New("relay stopped")
+				}
+			} else {
+				err = nil
+			}
+			relayDone <- err
+		}()
+	} else {
+		relayDone <- nil
+	}
+	log.Info("writer starting", "http_addr", *httpAddr, "backend", app.Backend, "relay", *inProcess,
+		"brokers", kcfg.Brokers, "auth", os.Getenv(EnvToken) != "")
+	serveErr := ops.Serve(serveCtx, *httpAddr, srv.Handler(), *grace, log, ready)
+	stopRelay()
+	relayErr := <-relayDone
+	log.Info("writer stopped")
+	return errors.Join(serveErr, relayErr)
+}
+
+func newLogger(w io.Writer, format string) *slog.Logger {
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
