@@ -158,7 +158,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out, lo
 		return err
 	}
 
-	proj, err := projector.Open(ctx, projector.Config{DatabaseURL: readURL, Kafka: kcfg, GroupPrefix: "esflow-", Logger: log})
+	proj, err := projector.Open(ctx, projector.Config{DatabaseURL: readURL, Kafka: kcfg, GroupPrefix: "esflow-", Metrics: metrics, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -4,16 +4,31 @@
 //
 // Environment: DATABASE_URL (postgres://… or sqlite://path) names the
 // read-model database; KAFKA_BROKERS and the TLS/SASL variables of
-// pkg/kafkaenv name the cluster. Flags: -group-prefix, -http-addr.
+// pkg/kafkaenv name the cluster; EVENTSTORE_URL (and CIPHER_KEY when the
+// store is encrypted) names the event store for -rebuild-from store.
+// Flags: -group-prefix, -http-addr.
 //
 // Endpoints: GET /worlds, /worlds/{id}, /examples/{id}, /counts, plus
-// /healthz, /readyz (every runner caught up) and /metrics.
+// /healthz, /readyz (every runner running, caught up and without open
+// gaps) and /metrics (package projmetrics: events applied, duplicates,
+// gaps, dead letters, failures, batch sizes, lag per partition, age of
+// the newest applied event).
+//
+// One-off jobs, which print their progress and result and exit:
+//
+//	projector -redrive NAME [-redrive-from-beginning]
+//	    applies the projection's dead letters again;
+//	projector -rebuild NAME [-rebuild-from store|kafka] [-keep-old]
+//	    rebuilds it from scratch into shadow tables and swaps them in,
+//	    while running projectors keep serving (pkg/projection DESIGN.md).
 package main
 
 import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -24,9 +39,13 @@ import (
 	"golang.org/x/sync/errgroup"
 	_ "modernc.org/sqlite"
 
+	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/internal/projector"
+	"github.com/esflow/esflow/pkg/aggregate"
+	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/kafkaenv"
 	"github.com/esflow/esflow/pkg/ops"
+	"github.com/esflow/esflow/pkg/projection"
 )
 
 // config is everything run needs.
@@ -38,12 +57,34 @@ type config struct {
 	Logger      *slog.Logger
 	// Listening, when set, receives the HTTP server's bound address.
 	Listening func(net.Addr)
+
+	// Redrive names a projection whose dead letters to re-drive, then exit.
+	Redrive string
+	// RedriveFromBeginning reads the whole dead-letter topic.
+	RedriveFromBeginning bool
+	// Rebuild names a projection to rebuild and swap in, then exit.
+	Rebuild string
+	// RebuildFrom is "store" (EventStoreURL's notification log) or "kafka"
+	// (the topics from their earliest offsets).
+	RebuildFrom string
+	// EventStoreURL and CipherKey open the event store for a store rebuild.
+	EventStoreURL, CipherKey string
+	// KeepOld keeps the replaced tables as <table>_old.
+	KeepOld bool
+	// Out receives the jobs' progress and results. Default os.Stdout.
+	Out io.Writer
 }
 
 func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	groupPrefix := flag.String("group-prefix", "", "prefix of the projections' consumer group ids")
 	httpAddr := flag.String("http-addr", ":9103", "address of the HTTP server")
+	redrive := flag.String("redrive", "", "re-drive the dead letters of this projection, print the result and exit")
+	fromBeginning := flag.Bool("redrive-from-beginning", false, "with -redrive: read the whole dead-letter topic")
+	rebuild := flag.String("rebuild", "", "rebuild this projection into shadow tables, swap them in and exit")
+	rebuildFrom := flag.String("rebuild-from", "store", "with -rebuild: store (EVENTSTORE_URL's notification log) or kafka (earliest offsets)")
+	storeURL := flag.String("eventstore-url", os.Getenv("EVENTSTORE_URL"), "with -rebuild-from store: the event store's database URL")
+	keepOld := flag.Bool("keep-old", false, "with -rebuild: keep the replaced tables as <table>_old")
 	flag.Parse()
 
 	kcfg, err := kafkaenv.FromEnv("esflow-projector")
@@ -57,6 +98,10 @@ func main() {
 		GroupPrefix: *groupPrefix,
 		HTTPAddr:    *httpAddr,
 		Logger:      log,
+
+		Redrive: *redrive, RedriveFromBeginning: *fromBeginning,
+		Rebuild: *rebuild, RebuildFrom: *rebuildFrom, KeepOld: *keepOld,
+		EventStoreURL: *storeURL, CipherKey: os.Getenv(application.EnvCipherKey),
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -68,23 +113,36 @@ func main() {
 }
 
 // run runs the projections and the HTTP server until ctx is cancelled or
-// one of them fails.
+// one of them fails; with Redrive or Rebuild set it runs that job instead.
 func run(ctx context.Context, cfg config) error {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.Out == nil {
+		cfg.Out = os.Stdout
+	}
+	if cfg.Redrive != "" && cfg.Rebuild != "" {
+		return errors.New("projector: -redrive and -rebuild are separate jobs: give one")
+	}
+	metrics := ops.NewRegistry()
 	svc, err := projector.Open(ctx, projector.Config{
-		DatabaseURL: cfg.DatabaseURL, Kafka: cfg.Kafka, GroupPrefix: cfg.GroupPrefix, Logger: log,
+		DatabaseURL: cfg.DatabaseURL, Kafka: cfg.Kafka, GroupPrefix: cfg.GroupPrefix, Logger: log, Metrics: metrics,
 	})
 	if err != nil {
 		return err
 	}
 	defer svc.Close()
+	switch {
+	case cfg.Redrive != "":
+		return redrive(ctx, svc, cfg)
+	case cfg.Rebuild != "":
+		return rebuild(ctx, svc, cfg)
+	}
 
 	live := map[string]ops.Check{"process": func(context.Context) error { return nil }}
 	ready := map[string]ops.Check{"projections": svc.Ready}
-	mux := ops.Handler(ops.NewRegistry(), live, ready)
+	mux := ops.Handler(metrics, live, ready)
 	svc.Mount(mux, "")
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -96,4 +154,58 @@ func run(ctx context.Context, cfg config) error {
 		return nil
 	}
 	return err
+}
+
+// redrive re-drives one projection's dead letters and prints the result.
+func redrive(ctx context.Context, svc *projector.Service, cfg config) error {
+	res, err := svc.Redrive(ctx, cfg.Redrive, projection.RedriveConfig{FromBeginning: cfg.RedriveFromBeginning})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cfg.Out, "redrive %s: applied %d, skipped %d, still failing %d\n", cfg.Redrive, res.Applied, res.Skipped, res.Failed)
+	return nil
+}
+
+// rebuild rebuilds one projection, printing its progress, and swaps it in.
+func rebuild(ctx context.Context, svc *projector.Service, cfg config) error {
+	rc := projection.RebuildConfig{
+		KeepOld: cfg.KeepOld,
+		Progress: func(p projection.RebuildProgress) {
+			fmt.Fprintf(cfg.Out, "rebuild %s: %-8s applied %d, duplicates %d, dead-lettered %d, position %d/%d, %.0f events/s, %s\n",
+				p.Projection, p.Phase, p.Applied, p.Duplicates, p.DeadLettered, p.Position, p.Target, p.Rate, p.Elapsed.Round(1e6))
+		},
+	}
+	known := false
+	for _, p := range svc.Projections() {
+		known = known || p.Name() == cfg.Rebuild
+	}
+	if !known {
+		_, err := svc.Rebuild(ctx, cfg.Rebuild, rc) // names the projections it has
+		return err
+	}
+	switch cfg.RebuildFrom {
+	case "kafka":
+		rc.Source = projection.KafkaSource{}
+	case "store", "":
+		if cfg.EventStoreURL == "" {
+			return errors.New("projector: -rebuild-from store needs the event store's URL (EVENTSTORE_URL or -eventstore-url)")
+		}
+		reg := aggregate.NewRegistry()
+		domain.Register(reg)
+		app, err := application.New(ctx, application.Config{DatabaseURL: cfg.EventStoreURL, CipherKey: cfg.CipherKey, Registry: reg})
+		if err != nil {
+			return fmt.Errorf("projector: open the event store: %w", err)
+		}
+		defer func() { _ = app.Close() }()
+		rc.Source = projection.StoreSource{Store: app.Store}
+	default:
+		return fmt.Errorf("projector: -rebuild-from %q: want store or kafka", cfg.RebuildFrom)
+	}
+	res, err := svc.Rebuild(ctx, cfg.Rebuild, rc)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cfg.Out, "rebuild %s: swapped in: %d events applied (%d duplicates, %d dead-lettered) up to position %d in %s\n",
+		res.Projection, res.Applied, res.Duplicates, res.DeadLettered, res.Position, res.Took.Round(1e6))
+	return nil
 }

@@ -1,7 +1,11 @@
 // Package projector runs the example domain's projections
 // (examples/readmodel) and serves their read models over HTTP as JSON.
 // cmd/projector is a thin process around it; the embedded all-in-one
-// stack (cmd/esflow) runs it in process.
+// stack (cmd/esflow) runs it in process. Besides Run, Mount and Ready it
+// offers the operator's jobs on the same projections — Service.Rebuild
+// (shadow tables swapped in while the runners keep serving) and
+// Service.Redrive (dead letters) — and, with Config.Metrics, Prometheus
+// metrics per projection (package projmetrics).
 package projector
 
 import (
@@ -13,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
 
@@ -20,6 +25,7 @@ import (
 	"github.com/esflow/esflow/pkg/eventstore/sqlite"
 	"github.com/esflow/esflow/pkg/kafkaenv"
 	"github.com/esflow/esflow/pkg/projection"
+	"github.com/esflow/esflow/pkg/projection/projmetrics"
 )
 
 // Config configures a Service.
@@ -32,8 +38,11 @@ type Config struct {
 	// GroupPrefix prefixes every projection's consumer group id.
 	GroupPrefix string
 	// Hooks, when set, returns the hooks of the named projection's runner
-	// (for example Prometheus metrics).
+	// (called besides Metrics' hooks).
 	Hooks func(projection string) projection.Hooks
+	// Metrics, when set, receives the projections' Prometheus metrics
+	// (package projmetrics), labelled by projection.
+	Metrics prometheus.Registerer
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -45,6 +54,8 @@ type Service struct {
 	worlds      *projection.Runner
 	examples    *projection.Runner
 	counts      *projection.Runner
+	projections []projection.Projection // in the order of Runners
+	cfg         Config
 	log         *slog.Logger
 }
 
@@ -62,7 +73,11 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{write: write, read: read, closeDB: closeDB, log: log}
+	s := &Service{write: write, read: read, closeDB: closeDB, cfg: cfg, log: log}
+	var metrics *projmetrics.Metrics
+	if cfg.Metrics != nil {
+		metrics = projmetrics.New(cfg.Metrics)
+	}
 	for _, x := range []struct {
 		dst **projection.Runner
 		p   projection.Projection
@@ -74,12 +89,21 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 			Transport: cfg.Kafka.Transport(),
 			Logger:    log,
 		}
+		var hooks []projection.Hooks
 		if cfg.Hooks != nil {
-			rc.Hooks = cfg.Hooks(x.p.Name())
+			hooks = append(hooks, cfg.Hooks(x.p.Name()))
 		}
+		if metrics != nil {
+			hooks = append(hooks, metrics.Hooks(x.p.Name()))
+		}
+		rc.Hooks = projection.JoinHooks(hooks...)
 		if *x.dst, err = projection.NewRunner(write, x.p, rc); err != nil {
 			closeDB()
 			return nil, err
+		}
+		s.projections = append(s.projections, x.p)
+		if metrics != nil {
+			metrics.Observe(x.p.Name(), *x.dst)
 		}
 		// One at a time: concurrent CREATE TABLE IF NOT EXISTS can
 		// conflict on PostgreSQL.
@@ -110,14 +134,72 @@ func (s *Service) Run(ctx context.Context) error {
 	return err
 }
 
-// Ready reports whether every projection has caught up.
+// Ready reports whether every projection is running, has caught up and
+// has no open gap (projection.Runner.Ready); the error names the first
+// one that has not.
 func (s *Service) Ready(context.Context) error {
-	for _, r := range s.Runners() {
+	for i, r := range s.Runners() {
 		if !r.Ready() {
-			return errors.New("not caught up")
+			return fmt.Errorf("projection %s not caught up", s.projections[i].Name())
 		}
 	}
 	return nil
+}
+
+// ErrUnknownProjection is matched by the error of Rebuild and Redrive for
+// a name that is none of the service's projections.
+var ErrUnknownProjection = errors.New("projector: unknown projection")
+
+// Projections returns the service's projections, in the order of Runners.
+func (s *Service) Projections() []projection.Projection { return s.projections }
+
+func (s *Service) lookup(name string) (projection.Projection, *projection.Runner, error) {
+	for i, p := range s.projections {
+		if p.Name() == name {
+			return p, s.Runners()[i], nil
+		}
+	}
+	names := make([]string, len(s.projections))
+	for i, p := range s.projections {
+		names[i] = p.Name()
+	}
+	return nil, nil, fmt.Errorf("%w %q (have %s)", ErrUnknownProjection, name, strings.Join(names, ", "))
+}
+
+// Redrive applies the named projection's dead letters again (see
+// projection.Runner.Redrive). The projection's live runner may be
+// running, here or in another process.
+func (s *Service) Redrive(ctx context.Context, name string, cfg projection.RedriveConfig) (projection.RedriveResult, error) {
+	_, r, err := s.lookup(name)
+	if err != nil {
+		return projection.RedriveResult{}, err
+	}
+	return r.Redrive(ctx, cfg)
+}
+
+// Rebuild rebuilds the named projection from cfg.Source into shadow
+// tables and swaps them in (see projection.Rebuild) while the live
+// runner, here or in another process, keeps serving. Unset cfg.Runner
+// fields take the service's Kafka settings (dead letters) and logger.
+func (s *Service) Rebuild(ctx context.Context, name string, cfg projection.RebuildConfig) (projection.RebuildResult, error) {
+	p, _, err := s.lookup(name)
+	if err != nil {
+		return projection.RebuildResult{}, err
+	}
+	rc := &cfg.Runner
+	if len(rc.Brokers) == 0 {
+		rc.Brokers = s.cfg.Kafka.Brokers
+	}
+	if rc.Dialer == nil {
+		rc.Dialer = s.cfg.Kafka.Dialer()
+	}
+	if rc.Transport == nil {
+		rc.Transport = s.cfg.Kafka.Transport()
+	}
+	if rc.Logger == nil {
+		rc.Logger = s.log
+	}
+	return projection.Rebuild(ctx, s.write, p, cfg)
 }
 
 // Close releases the database. Call it after Run has returned.

@@ -42,8 +42,18 @@ type applyResult struct {
 // to the projection, moves tracking and records gaps.
 func (r *Runner) applyTx(ctx context.Context, events []Event) (applyResult, error) {
 	var res applyResult
-	err := r.db.InTx(ctx, func(tx Tx) error {
-		res = applyResult{tracked: map[string]uint64{}}
+	err := r.db.InTx(ctx, func(tx Tx) (err error) {
+		res, err = r.applyIn(ctx, tx, events)
+		return err
+	})
+	return res, err
+}
+
+// applyIn is applyTx's work inside a transaction the caller owns (a
+// rebuild's swap applies its last events in the swap transaction).
+func (r *Runner) applyIn(ctx context.Context, tx Tx, events []Event) (applyResult, error) {
+	res := applyResult{tracked: map[string]uint64{}}
+	err := func() error {
 		ids := make([]string, 0, len(events))
 		seen := make(map[string]bool, len(events))
 		for _, e := range events {
@@ -124,7 +134,7 @@ func (r *Runner) applyTx(ctx context.Context, events []Event) (applyResult, erro
 		}
 		res.applied = len(apply)
 		return nil
-	})
+	}()
 	return res, err
 }
 
@@ -183,17 +193,45 @@ func (r *Runner) committed(res applyResult) {
 	}
 }
 
-// process applies a batch: first in one transaction; when that fails
-// because of a handler (or the batch holds undecodable messages), one
-// message per transaction so that only the poison message is
-// dead-lettered. Errors of the runner's own database work are retried
-// until runCtx ends. It returns how many messages are done.
+// item is one message to apply: its event (or why it does not decode)
+// and the message to dead-letter when it is poison. Items read from the
+// Kafka topics carry their message; a rebuild from the event store
+// builds the message the relay would have published only when needed.
+type item struct {
+	e     Event
+	bad   error
+	m     kafka.Message
+	build func() (kafka.Message, error) // nil: m is the message
+}
+
+func (it item) message() (kafka.Message, error) {
+	if it.build == nil {
+		return it.m, nil
+	}
+	return it.build()
+}
+
+// process applies a batch of fetched messages; see processItems.
 func (r *Runner) process(runCtx, ctx context.Context, msgs []kafka.Message) (int, error) {
-	events := make([]Event, len(msgs))
-	bad := make([]error, len(msgs))
-	clean := true
+	items := make([]item, len(msgs))
 	for i, m := range msgs {
-		if events[i], bad[i] = decodeMessage(m, r.cfg.Mapper); bad[i] != nil {
+		items[i].m = m
+		items[i].e, items[i].bad = decodeMessage(m, r.cfg.Mapper)
+	}
+	return r.processItems(runCtx, ctx, items)
+}
+
+// processItems applies a batch: first in one transaction; when that
+// fails because of a handler (or the batch holds undecodable messages),
+// one message per transaction so that only the poison message is
+// dead-lettered. Errors of the runner's own database work are retried
+// until runCtx ends. It returns how many items (a prefix) are done.
+func (r *Runner) processItems(runCtx, ctx context.Context, items []item) (int, error) {
+	clean := true
+	events := make([]Event, len(items))
+	for i, it := range items {
+		events[i] = it.e
+		if it.bad != nil {
 			clean = false
 		}
 	}
@@ -202,11 +240,11 @@ func (r *Runner) process(runCtx, ctx context.Context, msgs []kafka.Message) (int
 			res, err := r.applyTx(ctx, events)
 			if err == nil {
 				r.committed(res)
-				return len(msgs), nil
+				return len(items), nil
 			}
 			var he *handlerError
 			if errors.As(err, &he) {
-				r.log.Info("batch failed in a handler; applying its messages one by one", "error", err, "messages", len(msgs))
+				r.log.Info("batch failed in a handler; applying its messages one by one", "error", err, "messages", len(items))
 				break
 			}
 			if !r.retryInfra(runCtx, "apply", err, attempt) {
@@ -214,18 +252,18 @@ func (r *Runner) process(runCtx, ctx context.Context, msgs []kafka.Message) (int
 			}
 		}
 	}
-	for i, m := range msgs {
-		if bad[i] != nil {
-			if err := r.deadLetterLoop(runCtx, ctx, m, nil, bad[i]); err != nil {
+	for i, it := range items {
+		if it.bad != nil {
+			if err := r.deadLetterLoop(runCtx, ctx, it, nil, it.bad); err != nil {
 				return i, err
 			}
 			continue
 		}
-		if err := r.applyOne(runCtx, ctx, m, events[i]); err != nil {
+		if err := r.applyOne(runCtx, ctx, it); err != nil {
 			return i, err
 		}
 	}
-	return len(msgs), nil
+	return len(items), nil
 }
 
 // retryInfra reports a failure of the runner's own work and sleeps
@@ -241,7 +279,8 @@ func (r *Runner) retryInfra(runCtx context.Context, op string, err error, attemp
 
 // applyOne applies one message in its own transaction, dead-lettering it
 // after MaxAttempts handler failures.
-func (r *Runner) applyOne(runCtx, ctx context.Context, m kafka.Message, e Event) error {
+func (r *Runner) applyOne(runCtx, ctx context.Context, it item) error {
+	e := it.e
 	failures, infra := 0, 0
 	for {
 		res, err := r.applyTx(ctx, []Event{e})
@@ -250,7 +289,7 @@ func (r *Runner) applyOne(runCtx, ctx context.Context, m kafka.Message, e Event)
 			return nil
 		}
 		var he *handlerError
-		if !errors.As(err, &he) {
+		if !errors.As(err, &he) || isBusy(err) {
 			infra++
 			if !r.retryInfra(runCtx, "apply", err, infra) {
 				return err
@@ -271,12 +310,26 @@ func (r *Runner) applyOne(runCtx, ctx context.Context, m kafka.Message, e Event)
 		r.log.Warn("handler failed", "event_id", e.EventID, "aggregate_id", e.AggregateID,
 			"version", e.AggregateVersion, "attempt", failures, "error", err)
 		if failures >= r.cfg.MaxAttempts {
-			return r.deadLetterLoop(runCtx, ctx, m, &e, err)
+			return r.deadLetterLoop(runCtx, ctx, it, &e, err)
 		}
 		if !sleep(runCtx, r.backoff(failures)) {
 			return runCtx.Err()
 		}
 	}
+}
+
+// isBusy reports a SQLite "database is locked" (SQLITE_BUSY or
+// SQLITE_LOCKED, extended codes included) met by a handler: lock
+// contention, which a retry resolves, not a poison message. A deferred
+// transaction that read before it writes gets it at once, whatever the
+// busy timeout, when another connection wrote meanwhile.
+func isBusy(err error) bool {
+	var coded interface{ Code() int }
+	if !errors.As(err, &coded) {
+		return false
+	}
+	c := coded.Code() & 0xff
+	return c == 5 || c == 6
 }
 
 func (r *Runner) ping(ctx context.Context) error {
@@ -286,7 +339,19 @@ func (r *Runner) ping(ctx context.Context) error {
 	})
 }
 
-func (r *Runner) deadLetterLoop(runCtx, ctx context.Context, m kafka.Message, e *Event, cause error) error {
+// errNoDeadLetters means the runner has no brokers to dead-letter to
+// (a rebuild from the event store without Kafka): the poison message
+// stops it instead.
+var errNoDeadLetters = errors.New("projection: no brokers to dead-letter to")
+
+func (r *Runner) deadLetterLoop(runCtx, ctx context.Context, it item, e *Event, cause error) error {
+	if len(r.cfg.Brokers) == 0 {
+		return fmt.Errorf("%w: poison message: %w", errNoDeadLetters, cause)
+	}
+	m, err := it.message()
+	if err != nil {
+		return fmt.Errorf("projection: build dead letter: %w", err)
+	}
 	for attempt := 1; ; attempt++ {
 		err := r.deadLetter(ctx, m, e, cause)
 		if err == nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esflow/esflow/internal/pgtest"
 	"github.com/esflow/esflow/pkg/projection"
 )
 
@@ -46,4 +47,52 @@ func BenchmarkDrainPostgres(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(msgs)*b.N)/total.Seconds(), "events/s")
+}
+
+// BenchmarkRebuildPostgres measures a rebuild of the batch-handler test
+// projection (newCounts) into PostgreSQL from 24k events (2,000 worlds x
+// 12): from the event store (PostgreSQL notification log, decoded through
+// the Mapper) and from the topic's earliest offsets (8 partitions),
+// including the swap.
+//
+//	go test -run '^$' -bench RebuildPostgres -benchtime 3x ./pkg/projection/
+func BenchmarkRebuildPostgres(b *testing.B) {
+	const worlds, perWorld = 2000, 12
+	ctx := context.Background()
+	p := newPipeline(b, pgtest.NewDatabase(b))
+	groups := worldEvents(b, worlds, perWorld)
+	// Append the events straight to the store, 100 worlds per transaction.
+	all := flatten(groups)
+	for i := 0; i < len(all); i += 100 * perWorld {
+		if err := p.app.Store.Append(ctx, all[i:min(i+100*perWorld, len(all))]...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := p.pump(ctx); err != nil {
+		b.Fatal(err)
+	}
+	db := openPostgres(b)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, src := range []struct {
+		name string
+		s    projection.RebuildSource
+	}{{"store", projection.StoreSource{Store: p.app.Store}}, {"kafka", projection.KafkaSource{}}} {
+		b.Run(src.name, func(b *testing.B) {
+			var total time.Duration
+			for range b.N {
+				cfg := config(p.b)
+				cfg.Logger = quiet
+				start := time.Now()
+				res, err := projection.Rebuild(ctx, db, newCounts("bench"), projection.RebuildConfig{Source: src.s, Runner: cfg})
+				if err != nil {
+					b.Fatal(err)
+				}
+				total += time.Since(start)
+				if res.Applied != uint64(len(all)) {
+					b.Fatalf("applied %d, want %d", res.Applied, len(all))
+				}
+			}
+			b.ReportMetric(float64(len(all)*b.N)/total.Seconds(), "events/s")
+		})
+	}
 }

@@ -22,7 +22,13 @@
 // gives read-your-writes after a command. [Hooks] observe it all.
 //
 // Tables are addressed through [Tables], so the same projection can fill
-// shadow tables (RunnerConfig.TableSuffix) during a rebuild.
+// shadow tables. [Rebuild] rebuilds a read model from scratch — from the
+// event store's notification log ([StoreSource]) or the topics' earliest
+// offsets ([KafkaSource]) — into shadow tables with progress output, and
+// swaps them in for the live ones in one transaction, tracking included,
+// while the live runner keeps serving and afterwards neither applies an
+// event twice nor misses one. Package projmetrics exports the hooks and
+// [Runner.Status] as Prometheus metrics.
 //
 // DESIGN.md explains the choices.
 package projection

@@ -47,7 +47,9 @@ func openPostgres(t testing.TB) projection.DB {
 func openSQLite(t testing.TB) projection.DB {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "read.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)")
+	// IMMEDIATE transactions, as internal/projector opens its write
+	// handle: runners read tracking before they write.
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_txlock=immediate")
 	if err != nil {
 		t.Fatal(err)
 	}

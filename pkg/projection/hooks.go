@@ -37,3 +37,50 @@ func (NoHooks) DeadLettered() {}
 
 // Failed implements Hooks.
 func (NoHooks) Failed(string, error) {}
+
+// JoinHooks returns hooks that call each of hs in turn (nil ones are
+// left out): for example metrics and a caller's own hooks.
+func JoinHooks(hs ...Hooks) Hooks {
+	var out joined
+	for _, h := range hs {
+		if h != nil {
+			out = append(out, h)
+		}
+	}
+	if len(out) == 1 {
+		return out[0]
+	}
+	return out
+}
+
+type joined []Hooks
+
+func (j joined) Applied(n int, lag time.Duration) {
+	for _, h := range j {
+		h.Applied(n, lag)
+	}
+}
+
+func (j joined) Duplicate() {
+	for _, h := range j {
+		h.Duplicate()
+	}
+}
+
+func (j joined) Gap() {
+	for _, h := range j {
+		h.Gap()
+	}
+}
+
+func (j joined) DeadLettered() {
+	for _, h := range j {
+		h.DeadLettered()
+	}
+}
+
+func (j joined) Failed(op string, err error) {
+	for _, h := range j {
+		h.Failed(op, err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,6 +104,12 @@ type partitionKey struct {
 // NewRunner validates the projection and configuration and returns a
 // runner; it does no I/O.
 func NewRunner(db DB, p Projection, cfg RunnerConfig) (*Runner, error) {
+	return newRunner(db, p, cfg, true)
+}
+
+// newRunner is NewRunner; needBrokers false admits a runner without
+// Kafka (a rebuild from the event store, which then cannot dead-letter).
+func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner, error) {
 	if db == nil || p == nil {
 		return nil, errors.New("projection: NewRunner needs a DB and a Projection")
 	}
@@ -110,7 +117,7 @@ func NewRunner(db DB, p Projection, cfg RunnerConfig) (*Runner, error) {
 	if !ValidIdentifier(name) || !ValidIdentifier(name+cfg.TableSuffix) {
 		return nil, fmt.Errorf("projection: invalid projection name %q (suffix %q): want letters, digits and underscores", name, cfg.TableSuffix)
 	}
-	if len(cfg.Brokers) == 0 {
+	if needBrokers && len(cfg.Brokers) == 0 {
 		return nil, fmt.Errorf("projection %s: no brokers configured", name)
 	}
 	if len(p.Topics()) == 0 {
@@ -196,6 +203,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.started = time.Now()
 	r.mu.Unlock()
 
+	gctx, stopGaps := context.WithCancel(ctx)
+	defer stopGaps()
+	go r.refreshGaps(gctx)
+
 	reader := kafka.NewReader(r.readerConfig(r.cfg.GroupID, r.p.Topics()))
 	err = r.consume(ctx, reader, 0, r.process)
 	if cerr := reader.Close(); cerr != nil && err == nil {
@@ -206,6 +217,50 @@ func (r *Runner) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// refreshGaps re-reads, every IdleAfter while this runner knows of open
+// gaps, which of them the database still has unresolved: another
+// instance may have applied the missing events, or a rebuild's swap may
+// have replaced tracking. Without it Ready would stay false until this
+// runner applied a later version of each such aggregate itself.
+func (r *Runner) refreshGaps(ctx context.Context) {
+	t := time.NewTicker(r.cfg.IdleAfter)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// Only gaps known before the query may be dropped: one recorded
+		// meanwhile is not in its result yet.
+		r.mu.Lock()
+		before := make(map[string]uint64, len(r.openGaps))
+		for id, seen := range r.openGaps {
+			before[id] = seen
+		}
+		r.mu.Unlock()
+		if len(before) == 0 {
+			continue
+		}
+		gaps, err := unresolvedGaps(ctx, r.db, r.tracking)
+		if err != nil {
+			r.log.Warn("refresh gaps", "error", err)
+			continue
+		}
+		open := make(map[string]bool, len(gaps))
+		for _, g := range gaps {
+			open[strings.ToLower(g.AggregateID)] = true
+		}
+		r.mu.Lock()
+		for id, seen := range before {
+			if !open[id] && r.openGaps[id] == seen {
+				delete(r.openGaps, id)
+			}
+		}
+		r.mu.Unlock()
+	}
 }
 
 func (r *Runner) readerConfig(group string, topics []string) kafka.ReaderConfig {
