@@ -9,10 +9,12 @@ import (
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/eventstore"
 	"github.com/esflow/esflow/pkg/eventstore/memory"
+	"github.com/esflow/esflow/pkg/eventstore/mysql"
 	"github.com/esflow/esflow/pkg/eventstore/postgres"
 	"github.com/esflow/esflow/pkg/eventstore/sqlite"
 	"github.com/esflow/esflow/pkg/outbox"
 	outboxmemory "github.com/esflow/esflow/pkg/outbox/memory"
+	outboxmysql "github.com/esflow/esflow/pkg/outbox/mysql"
 	outboxpostgres "github.com/esflow/esflow/pkg/outbox/postgres"
 	outboxsqlite "github.com/esflow/esflow/pkg/outbox/sqlite"
 )
@@ -161,6 +163,27 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 				return nil, errors.Join(err, app.Close())
 			}
 			app.closers = append(app.closers, func() error { box.Close(); return nil })
+			app.recorder, app.outbox, migrate = box, box, box.Migrate
+		}
+		if cfg.CreateTables {
+			if err := migrate(ctx); err != nil {
+				return nil, errors.Join(err, app.Close())
+			}
+		}
+	case BackendMySQL:
+		s, err := mysql.Open(ctx, cfg.DatabaseURL, mysql.Config{Schema: cfg.Schema})
+		if err != nil {
+			return nil, err
+		}
+		app.closers = append(app.closers, s.Close)
+		app.recorder = s
+		migrate := s.Migrate
+		if cfg.Outbox != nil {
+			box, err := outboxmysql.New(s, outboxmysql.Config{OutboxTable: cfg.OutboxTable})
+			if err != nil {
+				return nil, errors.Join(err, app.Close())
+			}
+			app.closers = append(app.closers, box.Close)
 			app.recorder, app.outbox, migrate = box, box, box.Migrate
 		}
 		if cfg.CreateTables {

@@ -28,6 +28,7 @@ const (
 	BackendMemory   Backend = "memory"
 	BackendSQLite   Backend = "sqlite"
 	BackendPostgres Backend = "postgres"
+	BackendMySQL    Backend = "mysql"
 )
 
 // ParseDatabaseURL tells which backend a URL selects:
@@ -36,6 +37,7 @@ const (
 //	sqlite::memory:  sqlite:///:memory:       SQLite in memory
 //	sqlite:///var/lib/app/events.db           SQLite file (absolute path)
 //	postgres://user:pass@host:5432/db         PostgreSQL (also postgresql://)
+//	mysql://user:pass@host:3306/db            MariaDB or MySQL
 //
 // The empty string means SQLite in memory.
 func ParseDatabaseURL(raw string) (Backend, error) {
@@ -53,12 +55,17 @@ func ParseDatabaseURL(raw string) (Backend, error) {
 			return "", fmt.Errorf("%w: DATABASE_URL: %v", ErrConfig, err)
 		}
 		return BackendPostgres, nil
+	case strings.HasPrefix(s, "mysql://"):
+		if _, err := url.Parse(s); err != nil {
+			return "", fmt.Errorf("%w: DATABASE_URL: %v", ErrConfig, err)
+		}
+		return BackendMySQL, nil
 	}
 	scheme := s
 	if i := strings.Index(s, ":"); i >= 0 {
 		scheme = s[:i]
 	}
-	return "", fmt.Errorf("%w: DATABASE_URL scheme %q not supported (want memory:, sqlite:…, postgres://…)", ErrConfig, scheme)
+	return "", fmt.Errorf("%w: DATABASE_URL scheme %q not supported (want memory:, sqlite:…, postgres://…, mysql://…)", ErrConfig, scheme)
 }
 
 // ConfigFromEnv reads DATABASE_URL (or DB_URI), CIPHER_KEY and

@@ -1,0 +1,166 @@
+package mysql
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/esflow/esflow/pkg/eventstore"
+)
+
+// ReadStream implements [eventstore.Recorder].
+func (s *Store) ReadStream(ctx context.Context, streamID uuid.UUID, q eventstore.StreamQuery) ([]eventstore.Record, error) {
+	const op = "read stream"
+	if err := s.usable(ctx, op); err != nil {
+		return nil, err
+	}
+	if q.Limit < 0 {
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: fmt.Errorf("negative limit %d", q.Limit)}
+	}
+	pos := s.names.Position
+	var b strings.Builder
+	b.WriteString(s.q.readStream)
+	args := []any{streamID[:]}
+	if q.After != nil {
+		if *q.After >= math.MaxInt64 {
+			return nil, nil // no storable position lies beyond
+		}
+		b.WriteString(" AND " + pos + " > ?")
+		args = append(args, int64(*q.After))
+	}
+	if q.UpTo != nil && *q.UpTo < math.MaxInt64 {
+		b.WriteString(" AND " + pos + " <= ?")
+		args = append(args, int64(*q.UpTo))
+	}
+	if q.Descending {
+		b.WriteString(" ORDER BY " + pos + " DESC")
+	} else {
+		b.WriteString(" ORDER BY " + pos + " ASC")
+	}
+	if q.Limit > 0 {
+		b.WriteString(" LIMIT ?")
+		args = append(args, q.Limit)
+	}
+	rows, err := s.query(ctx, b.String(), args...)
+	if err != nil {
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+	}
+	defer func() { _ = rows.Close() }()
+	var out []eventstore.Record
+	for rows.Next() {
+		r := eventstore.Record{StreamID: streamID}
+		var p int64
+		if err := rows.Scan(&p, &r.Topic, &r.Data); err != nil {
+			return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+		}
+		if p < 0 {
+			return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: fmt.Errorf("%w: negative position %d", eventstore.ErrIntegrity, p)}
+		}
+		r.Position = uint64(p)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+	}
+	return out, nil
+}
+
+// ReadNotifications implements [eventstore.Recorder]. q.Limit must be
+// greater than zero. With q.Topics set, records of other topics are
+// skipped; the IDs stay the global ones. It is one locking read
+// (LOCK IN SHARE MODE): it waits for an append in flight in the range and
+// sees every committed record, and appends commit in ID order, so what it
+// returns never leaves out a record below the highest ID returned
+// (DESIGN.md).
+func (s *Store) ReadNotifications(ctx context.Context, q eventstore.NotificationQuery) ([]eventstore.Notification, error) {
+	const op = "read notifications"
+	if err := s.usable(ctx, op); err != nil {
+		return nil, err
+	}
+	if q.Limit <= 0 {
+		return nil, &eventstore.Error{Op: op, Err: fmt.Errorf("limit must be greater than 0, got %d", q.Limit)}
+	}
+	if q.Start > math.MaxInt64 {
+		return nil, nil
+	}
+	var b strings.Builder
+	b.WriteString(s.q.readLog)
+	args := []any{int64(q.Start)}
+	if len(q.Topics) > 0 {
+		b.WriteString(" AND " + s.names.Topic + " IN (")
+		dedup := make(map[string]bool, len(q.Topics))
+		for _, t := range q.Topics {
+			if dedup[t] {
+				continue
+			}
+			dedup[t] = true
+			if len(args) > 1 {
+				b.WriteString(", ")
+			}
+			b.WriteString("?")
+			args = append(args, t)
+		}
+		b.WriteString(")")
+	}
+	// A locking (current) read, not a consistent read: see DESIGN.md.
+	b.WriteString(" ORDER BY notification_id ASC LIMIT ? LOCK IN SHARE MODE")
+	args = append(args, q.Limit)
+	rows, err := s.query(ctx, b.String(), args...)
+	if err != nil {
+		return nil, &eventstore.Error{Op: op, Err: err}
+	}
+	defer func() { _ = rows.Close() }()
+	out := make([]eventstore.Notification, 0, min(q.Limit, 256))
+	for rows.Next() {
+		var (
+			id, p int64
+			sid   []byte
+			n     eventstore.Notification
+		)
+		if err := rows.Scan(&id, &sid, &p, &n.Topic, &n.Data); err != nil {
+			return nil, &eventstore.Error{Op: op, Err: err}
+		}
+		if n.StreamID, err = uuid.FromBytes(sid); err != nil {
+			return nil, &eventstore.Error{Op: op, Err: fmt.Errorf("%w: notification %d: stream id: %w", eventstore.ErrIntegrity, id, err)}
+		}
+		if id <= 0 || p < 0 {
+			return nil, &eventstore.Error{Op: op, Err: fmt.Errorf("%w: notification %d has position %d", eventstore.ErrIntegrity, id, p)}
+		}
+		n.ID, n.Position = uint64(id), uint64(p)
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, &eventstore.Error{Op: op, Err: err}
+	}
+	return out, nil
+}
+
+// MaxNotificationID implements [eventstore.Recorder].
+func (s *Store) MaxNotificationID(ctx context.Context) (uint64, error) {
+	const op = "max notification id"
+	if err := s.usable(ctx, op); err != nil {
+		return 0, err
+	}
+	rows, err := s.query(ctx, s.q.maxID)
+	if err != nil {
+		return 0, &eventstore.Error{Op: op, Err: err}
+	}
+	defer func() { _ = rows.Close() }()
+	var id sql.NullInt64
+	if rows.Next() {
+		if err := rows.Scan(&id); err != nil {
+			return 0, &eventstore.Error{Op: op, Err: err}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, &eventstore.Error{Op: op, Err: err}
+	}
+	if !id.Valid || id.Int64 <= 0 {
+		return 0, nil
+	}
+	return uint64(id.Int64), nil
+}
