@@ -5,21 +5,12 @@ package main
 // test process. Writers and the checker run in the test process.
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +19,7 @@ import (
 
 	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/internal/pgtest"
+	"github.com/esflow/esflow/internal/proctest"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/broker"
@@ -39,125 +31,25 @@ const (
 	partitions = 8
 )
 
-var relayBin string
+// bins builds the relay once per test binary.
+var bins *proctest.Builds
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
+	bins = proctest.NewBuilds()
+	code := pgtest.Main(m)
+	bins.Close()
+	os.Exit(code)
 }
 
-func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "relay-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "mkdtemp:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	relayBin = filepath.Join(dir, "relay")
-	build := exec.Command("go", "build", "-o", relayBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building relay:", err)
-		return 1
-	}
-	return pgtest.Main(m)
-}
-
-// syncBuffer is a bytes.Buffer safe for the exec copier and readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// relayProc is one running relay subprocess.
-type relayProc struct {
-	name   string
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	done   chan struct{}
-	err    error // of Wait, valid after done
-}
-
-func (p *relayProc) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// kill9 kills the process with SIGKILL and waits for it.
-func (p *relayProc) kill9(t *testing.T) {
+func startRelay(t *testing.T, name, dbURL, brokers, httpAddr string) *proctest.Process {
 	t.Helper()
-	_ = p.cmd.Process.Kill()
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s: did not exit after SIGKILL", p.name)
-	}
-}
-
-// stop sends SIGTERM and waits, falling back to SIGKILL.
-func (p *relayProc) stop() {
-	if !p.running() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func startRelay(t *testing.T, name, dbURL, brokers, httpAddr string) *relayProc {
-	t.Helper()
-	cmd := exec.Command(relayBin, "-http-addr", httpAddr, "-log-format", "text")
-	env := make([]string, 0, len(os.Environ())+2)
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "DATABASE_URL=") || strings.HasPrefix(kv, "KAFKA_") || strings.HasPrefix(kv, application.EnvDBURI+"=") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	cmd.Env = append(env, "DATABASE_URL="+dbURL, "KAFKA_BROKERS="+brokers)
-	p := &relayProc{name: name, cmd: cmd, stderr: new(syncBuffer), done: make(chan struct{})}
-	cmd.Stdout = p.stderr
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.stop()
-		if t.Failed() {
-			t.Logf("--- %s stderr (exit: %v) ---\n%s", name, p.err, tail(p.stderr.String(), 4000))
-		}
+	return proctest.Start(t, proctest.Command{
+		Name:  name,
+		Path:  bins.Path(t, "."),
+		Args:  []string{"-http-addr", httpAddr, "-log-format", "text"},
+		Env:   []string{"DATABASE_URL=" + dbURL, "KAFKA_BROKERS=" + brokers},
+		Unset: []string{application.EnvDBURI, "KAFKA_*"},
 	})
-	return p
-}
-
-func tail(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n:]
 }
 
 // ledger records committed events: per aggregate, the number of events
@@ -467,56 +359,17 @@ func startBroker(t *testing.T, addr string) *broker.Broker {
 	return nil
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+func metric(addr, name string) (float64, bool, error) {
+	return proctest.Metric("http://"+addr+"/metrics", name)
 }
 
-// metric returns the sum of the samples of name (over all label sets)
-// from http://addr/metrics; ok is false when there is none.
-func metric(addr, name string) (v float64, ok bool, err error) {
-	client := http.Client{Timeout: time.Second}
-	resp, err := client.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return 0, false, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, false, err
-	}
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
-			f := strings.Fields(line)
-			x, err := strconv.ParseFloat(f[len(f)-1], 64)
-			if err != nil {
-				return 0, false, fmt.Errorf("%s: %q: %w", name, line, err)
-			}
-			v += x
-			ok = true
-		}
-	}
-	return v, ok, sc.Err()
-}
-
-func waitMetric(t *testing.T, p *relayProc, addr, name string, want float64, timeout time.Duration) time.Duration {
+func waitMetric(t *testing.T, p *proctest.Process, addr, name string, want float64, timeout time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var last string
 	for time.Since(start) < timeout {
-		if !p.running() {
-			t.Fatalf("%s exited: %v", p.name, p.err)
+		if !p.Running() {
+			t.Fatalf("%s exited: %v", p.Name(), p.Err())
 		}
 		v, ok, err := metric(addr, name)
 		if err == nil && ok && v == want {
@@ -525,7 +378,7 @@ func waitMetric(t *testing.T, p *relayProc, addr, name string, want float64, tim
 		last = fmt.Sprintf("value %v present %v err %v", v, ok, err)
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s: %s did not become %v within %s (last: %s)", p.name, name, want, timeout, last)
+	t.Fatalf("%s: %s did not become %v within %s (last: %s)", p.Name(), name, want, timeout, last)
 	return 0
 }
 
@@ -544,17 +397,17 @@ func TestKill9Cycles(t *testing.T) {
 	p := startRelay(t, "relay-0", dbURL, b.Addr(), "127.0.0.1:0")
 	for i := 1; i <= cycles; i++ {
 		time.Sleep(time.Duration(100+rand.IntN(300)) * time.Millisecond)
-		if !p.running() {
-			t.Fatalf("%s exited on its own: %v\n%s", p.name, p.err, tail(p.stderr.String(), 3000))
+		if !p.Running() {
+			t.Fatalf("%s exited on its own: %v\n%s", p.Name(), p.Err(), proctest.Tail(p.Output(), 3000))
 		}
-		p.kill9(t)
+		p.Kill(t)
 		p = startRelay(t, "relay-"+strconv.Itoa(i), dbURL, b.Addr(), "127.0.0.1:0")
 	}
 	// Let the last relay of the cycles run a little, then stop writing
 	// and start a fresh final relay.
 	time.Sleep(200 * time.Millisecond)
 	stopWriters()
-	p.kill9(t)
+	p.Kill(t)
 	startRelay(t, "relay-final", dbURL, b.Addr(), "127.0.0.1:0")
 
 	committed := l.snapshot()
@@ -570,7 +423,7 @@ func TestBrokerOutage(t *testing.T) {
 	app := newApp(t, dbURL)
 	l := newLedger()
 	c := startChecker(t, addr)
-	opsAddr := freeAddr(t)
+	opsAddr := proctest.FreeAddr(t)
 	p := startRelay(t, "relay", dbURL, addr, opsAddr)
 	ctx := context.Background()
 
@@ -612,8 +465,8 @@ func TestBrokerOutage(t *testing.T) {
 		n++
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !p.running() {
-		t.Fatalf("relay exited during the outage: %v\n%s", p.err, tail(p.stderr.String(), 3000))
+	if !p.Running() {
+		t.Fatalf("relay exited during the outage: %v\n%s", p.Err(), proctest.Tail(p.Output(), 3000))
 	}
 	bl := backlog(t, app)
 	if bl == 0 {
@@ -631,8 +484,8 @@ func TestBrokerOutage(t *testing.T) {
 	back := time.Now()
 	c2 := startChecker(t, b2.Addr())
 	r := converge(t, app, c2, a, bEnd, 60*time.Second)
-	if !p.running() {
-		t.Fatalf("relay exited: %v", p.err)
+	if !p.Running() {
+		t.Fatalf("relay exited: %v", p.Err())
 	}
 	if r.received < int(total(bEnd)-total(a)) {
 		t.Errorf("received %d on the new broker, want at least %d", r.received, total(bEnd)-total(a))
@@ -648,7 +501,7 @@ func TestTwoRelaysFailover(t *testing.T) {
 	l := newLedger()
 	c := startChecker(t, b.Addr())
 
-	addr1, addr2 := freeAddr(t), freeAddr(t)
+	addr1, addr2 := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	r1 := startRelay(t, "R1", dbURL, b.Addr(), addr1)
 	waitMetric(t, r1, addr1, "esflow_relay_active", 1, 15*time.Second)
 
@@ -672,7 +525,7 @@ func TestTwoRelaysFailover(t *testing.T) {
 		t.Errorf("R1 published nothing while events were written")
 	}
 
-	r1.kill9(t)
+	r1.Kill(t)
 	took := waitMetric(t, r2, addr2, "esflow_relay_active", 1, 5*time.Second)
 	t.Logf("R2 active %s after R1 was killed (R1 had published %v)", took.Round(time.Millisecond), pub1)
 
