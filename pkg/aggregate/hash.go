@@ -22,23 +22,28 @@ const TimeFormat = time.RFC3339Nano
 // event hashes the stored bytes, not a re-encoding, so upcasting an old
 // payload never breaks its chain.
 func HashEvent(e Event, payload []byte) string {
-	h := sha256.New()
-	var n [8]byte
-	field := func(b []byte) {
-		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
-		h.Write(n[:])
-		h.Write(b)
-	}
-	field([]byte("esflow.event.v1"))
+	// The canonical bytes are built in one buffer and hashed at once: the
+	// save path hashes every event (to catch a payload changed after it
+	// was triggered), so this avoids a hasher and a conversion per field.
+	var stack [512]byte
+	buf := stack[:0]
+	field := func(b []byte) { buf = append(binary.BigEndian.AppendUint64(buf, uint64(len(b))), b...) }
+	fieldString := func(s string) { buf = append(binary.BigEndian.AppendUint64(buf, uint64(len(s))), s...) }
+	var num [20]byte
+	var ts [40]byte
+	fieldString("esflow.event.v1")
 	field(e.ID[:])
 	field(e.AggregateID[:])
-	field([]byte(e.AggregateType))
-	field(strconv.AppendUint(nil, e.Version, 10))
-	field([]byte(e.Type))
-	field([]byte(e.Time.UTC().Format(TimeFormat)))
+	fieldString(e.AggregateType)
+	field(strconv.AppendUint(num[:0], e.Version, 10))
+	fieldString(e.Type)
+	field(e.Time.UTC().AppendFormat(ts[:0], TimeFormat))
 	field(payload)
-	field([]byte(e.PreviousHash))
-	return hex.EncodeToString(h.Sum(nil))
+	fieldString(e.PreviousHash)
+	sum := sha256.Sum256(buf)
+	var out [2 * sha256.Size]byte
+	hex.Encode(out[:], sum[:])
+	return string(out[:])
 }
 
 // MarshalPayload returns the JSON encoding of an event payload that the

@@ -137,7 +137,7 @@ func (b *Builder) Messages(events []aggregate.Event, stored [][]byte, encrypted 
 		} else if env.Payload, err = aggregate.MarshalPayload(e.Payload); err != nil {
 			return nil, err
 		}
-		value, err := json.Marshal(env)
+		value, err := marshalEnvelope(&env)
 		if err != nil {
 			return nil, fmt.Errorf("outbox: encode envelope: %w", err)
 		}

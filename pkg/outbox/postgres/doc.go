@@ -14,8 +14,10 @@
 //
 // [Outbox.AppendWithOutbox] writes the records and messages with one
 // statement (one round trip, its own implicit transaction): a CTE inserts
-// the outbox rows (unnest over column arrays) and the event rows, using the
-// event store's conflict rules. A stream whose first record does not
+// the outbox rows and the event rows (VALUES lists for up to 8 of each,
+// which PostgreSQL plans once per connection; unnest over column arrays
+// for larger batches; see DESIGN.md), using the event store's conflict
+// rules. A stream whose first record does not
 // continue it makes a helper function raise (SQLSTATE ES409), so the
 // statement fails as a whole; a taken position violates the stream key.
 // Both are reported as [eventstore.ErrConcurrency] and leave no message.

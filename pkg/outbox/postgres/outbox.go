@@ -27,8 +27,9 @@ const DefaultTable = "esflow_outbox"
 
 // Defaults for the [Config] durations.
 const (
-	DefaultLockRetry    = 250 * time.Millisecond
-	DefaultPingInterval = time.Second
+	DefaultLockRetry      = 250 * time.Millisecond
+	DefaultPingInterval   = time.Second
+	DefaultNotifyInterval = time.Millisecond
 )
 
 // MigrationsTable is the table, shared with the event store, in which
@@ -50,6 +51,13 @@ type Config struct {
 	// PingInterval is how often a held lock's connection is checked
 	// (default [DefaultPingInterval]).
 	PingInterval time.Duration
+	// NotifyInterval is the least time between two NOTIFYs of this
+	// Outbox (default [DefaultNotifyInterval]; negative: no gap). Commits
+	// within it share one NOTIFY, sent when it has passed, so a wake-up
+	// of a relay in another process is delayed by at most this much while
+	// writers commit faster than one per interval, and not at all
+	// otherwise. Relays in this process are woken at once regardless.
+	NotifyInterval time.Duration
 }
 
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
@@ -76,8 +84,10 @@ type Outbox struct {
 	channel string // raw, validated
 	retry   time.Duration
 	ping    time.Duration
+	gap     time.Duration // between NOTIFYs, >= 0
 
-	q queries
+	q  queries
+	fq fetchQueries
 
 	// notifier: a buffered(1) kick channel drained by one goroutine that
 	// sends a NOTIFY per drained kick, so bursts coalesce.
@@ -127,6 +137,12 @@ func New(events *pgstore.Store, cfg Config) (*Outbox, error) {
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = DefaultPingInterval
 	}
+	switch {
+	case cfg.NotifyInterval == 0:
+		cfg.NotifyInterval = DefaultNotifyInterval
+	case cfg.NotifyInterval < 0:
+		cfg.NotifyInterval = 0
+	}
 	o := &Outbox{
 		events:  events,
 		pool:    events.Pool(),
@@ -135,11 +151,13 @@ func New(events *pgstore.Store, cfg Config) (*Outbox, error) {
 		channel: cfg.Channel,
 		retry:   cfg.LockRetry,
 		ping:    cfg.PingInterval,
+		gap:     cfg.NotifyInterval,
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		subs:    map[chan struct{}]struct{}{},
 	}
 	o.q = buildQueries(schema, o.table)
+	o.fq = buildFetchQueries(o.table)
 	return o, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -260,5 +261,79 @@ WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'L
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatalf("not woken after reconnect")
+	}
+}
+
+// TestAppendBatchSizes runs the same conflicts through both statement
+// forms: VALUES lists (up to 8 records or messages) and unnest (larger
+// batches). Each batch holds two streams; a conflict on either stores
+// nothing, and records land in batch order.
+func TestAppendBatchSizes(t *testing.T) {
+	ctx := testCtx(t)
+	dsn := pgtest.NewDatabase(t)
+	o := open(t, dsn, postgres.Config{}, eventstore.Schema{})
+	batch := func(a, b uuid.UUID, fromA, fromB uint64, n int) ([]eventstore.Record, []outbox.Message) {
+		var recs []eventstore.Record
+		var msgs []outbox.Message
+		for i := range n {
+			id, pos := a, fromA+uint64(i/2)
+			if i%2 == 1 {
+				id, pos = b, fromB+uint64(i/2)
+			}
+			recs = append(recs, eventstore.Record{StreamID: id, Position: pos, Topic: "T", Data: []byte(`{}`)})
+			msgs = append(msgs, outbox.Message{Topic: "t", Key: []byte(id.String()), Value: []byte{byte(i)}})
+		}
+		return recs, msgs
+	}
+	for _, n := range []int{1, 2, 8, 9, 10, 40} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			a, b := uuid.New(), uuid.New()
+			recs, msgs := batch(a, b, 0, 0, n)
+			if err := o.AppendWithOutbox(ctx, recs, msgs); err != nil {
+				t.Fatalf("first batch: %v", err)
+			}
+			done := uint64((n + 1) / 2) // stream a's length
+			doneB := uint64(n / 2)
+			before, err := o.Backlog(ctx, outbox.Shard{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bads := map[string][2]uint64{
+				"taken":  {done - 1, doneB}, // a's last position again
+				"beyond": {done + 1, doneB}, // a skips one
+			}
+			if n > 1 {
+				bads["b-gap"] = [2]uint64{done, doneB + 1} // b skips one
+			}
+			for name, bad := range bads {
+				recs, msgs := batch(a, b, bad[0], bad[1], n)
+				if err := o.AppendWithOutbox(ctx, recs, msgs); !errors.Is(err, eventstore.ErrConcurrency) {
+					t.Errorf("%s: err = %v, want ErrConcurrency", name, err)
+				}
+			}
+			after, err := o.Backlog(ctx, outbox.Shard{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.Messages != before.Messages {
+				t.Errorf("failed appends wrote %d messages", after.Messages-before.Messages)
+			}
+			recs, msgs = batch(a, b, done, doneB, n)
+			if err := o.AppendWithOutbox(ctx, recs, msgs); err != nil {
+				t.Fatalf("continuing batch: %v", err)
+			}
+			got, err := o.ReadStream(ctx, a, eventstore.StreamQuery{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := int(2 * done); len(got) != want {
+				t.Fatalf("stream a has %d records, want %d", len(got), want)
+			}
+			for i, r := range got {
+				if r.Position != uint64(i) {
+					t.Fatalf("stream a record %d at position %d", i, r.Position)
+				}
+			}
+		})
 	}
 }

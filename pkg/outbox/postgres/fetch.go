@@ -1,0 +1,241 @@
+package postgres
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/esflow/esflow/pkg/eventstore"
+	"github.com/esflow/esflow/pkg/outbox"
+)
+
+// fetchQueries are the relay-side statements that are not in queries.
+//
+// Ids travel as runs of consecutive integers, two arrays of run starts
+// and ends: a relay's batch is nearly always one run (its rows are the
+// lowest ids of the table), and sending 1000 ids as a bigint[] cost more
+// client CPU (pgx encodes slices by reflection) than any statement here.
+// Since ids are unique integers, a run [lo, hi] whose every id was in the
+// list covers exactly those rows.
+type fetchQueries struct {
+	// fetchExcept is fetch skipping the runs in $4/$5. NOT IN over a
+	// subquery is planned as a hashed SubPlan: one hash probe per row
+	// scanned, whatever the number of runs.
+	fetchExcept string
+	// delRuns deletes the rows of the runs in $1/$2: one index range scan
+	// per run.
+	delRuns string
+}
+
+func buildFetchQueries(table string) fetchQueries {
+	ob := eventstore.Quote(table)
+	return fetchQueries{
+		fetchExcept: `SELECT id, topic, key, value, headers, created_at FROM ` + ob + `
+WHERE parked_at IS NULL AND ($1::int <= 1 OR key_hash % $1::int = $2::int)
+    AND id NOT IN (SELECT generate_series(r.lo, r.hi) FROM unnest($4::bigint[], $5::bigint[]) AS r(lo, hi))
+ORDER BY id
+LIMIT $3`,
+		delRuns: `DELETE FROM ` + ob + ` AS o USING unnest($1::bigint[], $2::bigint[]) AS r(lo, hi)
+WHERE o.id BETWEEN r.lo AND r.hi`,
+	}
+}
+
+// runs returns ids as runs of consecutive values: starts and ends. ids
+// need not be sorted; a run is extended only by the next id in ids.
+func runs(ids []int64) (lo, hi pgtype.FlatArray[int64]) {
+	for i, id := range ids {
+		if i > 0 && id == hi[len(hi)-1]+1 {
+			hi[len(hi)-1] = id
+			continue
+		}
+		lo, hi = append(lo, id), append(hi, id)
+	}
+	return lo, hi
+}
+
+// Fetch implements [outbox.Source]: up to limit unparked messages of the
+// shard in id order.
+func (o *Outbox) Fetch(ctx context.Context, shard outbox.Shard, limit int) ([]outbox.Message, error) {
+	return o.FetchExcept(ctx, shard, limit, nil)
+}
+
+// FetchExcept is [Outbox.Fetch] skipping the messages whose ids are in
+// except: up to limit unparked messages of the shard that are not in
+// except, lowest id first. The relay fetches its next batch with it while
+// the current one, still in the table, is being published
+// (relay.ExceptFetcher).
+func (o *Outbox) FetchExcept(ctx context.Context, shard outbox.Shard, limit int, except []int64) ([]outbox.Message, error) {
+	if err := validShard(shard); err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		return nil, fmt.Errorf("outbox/postgres: fetch: limit %d must be positive", limit)
+	}
+	count, index := shardArgs(shard)
+	var rows pgx.Rows
+	var err error
+	if len(except) == 0 {
+		rows, err = o.pool.Query(ctx, o.q.fetch, count, index, limit)
+	} else {
+		lo, hi := runs(except)
+		rows, err = o.pool.Query(ctx, o.fq.fetchExcept, count, index, limit, lo, hi)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: fetch: %w", err)
+	}
+	defer rows.Close()
+	out, err := scanMessages(rows, limit)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: fetch: %w", err)
+	}
+	return out, nil
+}
+
+// Delete implements [outbox.Source]. Unknown ids are ignored.
+func (o *Outbox) Delete(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	lo, hi := runs(ids)
+	if _, err := o.pool.Exec(ctx, o.fq.delRuns, lo, hi); err != nil {
+		return fmt.Errorf("outbox/postgres: delete: %w", err)
+	}
+	return nil
+}
+
+// PostgreSQL type oids and the binary format code of the fetched columns.
+const (
+	oidInt8        = 20
+	oidText        = 25
+	oidBytea       = 17
+	oidTimestamptz = 1184
+	binaryFormat   = 1
+)
+
+// scanMessages reads the rows of fetch (id, topic, key, value, headers,
+// created_at). With the columns in binary format (pgx's choice for these
+// types) it copies the raw column bytes into a few large blocks instead of
+// allocating every key, value and header slice, and decodes the headers
+// straight from the row buffer: pgx's Scan and its per-value allocations
+// were most of a fetch's client CPU. Otherwise it falls back to Scan.
+func scanMessages(rows pgx.Rows, limit int) ([]outbox.Message, error) {
+	out := make([]outbox.Message, 0, min(limit, 1024))
+	if !rawColumns(rows.FieldDescriptions()) {
+		var hdr []byte
+		for rows.Next() {
+			var m outbox.Message
+			if err := rows.Scan(&m.ID, &m.Topic, &m.Key, &m.Value, &hdr, &m.CreatedAt); err != nil {
+				return nil, err
+			}
+			var err error
+			if m.Headers, err = decodeHeaders(hdr, nil); err != nil {
+				return nil, fmt.Errorf("message %d: %w", m.ID, err)
+			}
+			out = append(out, m)
+		}
+		return out, rows.Err()
+	}
+	var a arena
+	var topic string
+	for rows.Next() {
+		v := rows.RawValues()
+		if len(v) != 6 || len(v[0]) != 8 || len(v[5]) != 8 || v[1] == nil {
+			return nil, errors.New("unexpected row layout")
+		}
+		m := outbox.Message{ID: int64(binary.BigEndian.Uint64(v[0]))}
+		if string(v[1]) != topic {
+			topic = string(v[1])
+		}
+		m.Topic = topic
+		m.Key = a.copy(v[2])
+		m.Value = a.copy(v[3])
+		var err error
+		if m.Headers, err = decodeHeaders(v[4], &a); err != nil {
+			return nil, fmt.Errorf("message %d: %w", m.ID, err)
+		}
+		us := int64(binary.BigEndian.Uint64(v[5])) // since 2000-01-01 UTC
+		if us == math.MaxInt64 || us == math.MinInt64 {
+			return nil, fmt.Errorf("message %d: created_at is infinite", m.ID)
+		}
+		const y2k = 946_684_800 // Unix seconds
+		m.CreatedAt = time.Unix(y2k+us/1_000_000, us%1_000_000*1_000)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// rawColumns reports whether fds are fetch's columns in the formats
+// scanMessages reads raw. Text is the same in either format.
+func rawColumns(fds []pgconn.FieldDescription) bool {
+	want := [...]uint32{oidInt8, oidText, oidBytea, oidBytea, oidBytea, oidTimestamptz}
+	if len(fds) != len(want) {
+		return false
+	}
+	for i, fd := range fds {
+		if fd.DataTypeOID != want[i] || (want[i] != oidText && fd.Format != binaryFormat) {
+			return false
+		}
+	}
+	return true
+}
+
+// arena hands out byte slices carved from large blocks, so a fetched
+// batch's keys, values and header values cost a few allocations instead
+// of several per message. Slices never overlap and are capped, so
+// appending to one cannot overwrite another.
+type arena struct {
+	block []byte
+	hdrs  []outbox.Header
+	// exact makes blocks just as large as needed: for decoding one
+	// message's headers.
+	exact bool
+}
+
+// Block sizes of a batch's arena.
+const (
+	arenaBlock   = 256 << 10
+	headersBlock = 1024
+)
+
+// alloc returns n bytes (non-nil, even for n = 0).
+func (a *arena) alloc(n int) []byte {
+	if a.block == nil || n > cap(a.block)-len(a.block) {
+		if a.exact || n > arenaBlock/4 {
+			return make([]byte, n)
+		}
+		a.block = make([]byte, 0, arenaBlock)
+	}
+	s := a.block[len(a.block) : len(a.block)+n : len(a.block)+n]
+	a.block = a.block[:len(a.block)+n]
+	return s
+}
+
+// copy returns a copy of b; nil (SQL NULL) stays nil.
+func (a *arena) copy(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	s := a.alloc(len(b))
+	copy(s, b)
+	return s
+}
+
+// headers returns room for n headers.
+func (a *arena) headers(n int) []outbox.Header {
+	if n > cap(a.hdrs)-len(a.hdrs) {
+		if a.exact {
+			return make([]outbox.Header, 0, n)
+		}
+		a.hdrs = make([]outbox.Header, 0, max(n, headersBlock))
+	}
+	s := a.hdrs[len(a.hdrs) : len(a.hdrs) : len(a.hdrs)+n]
+	a.hdrs = a.hdrs[:len(a.hdrs)+n]
+	return s
+}
