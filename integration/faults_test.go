@@ -1,0 +1,346 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/esflow/esflow/integration/suite"
+	"github.com/esflow/esflow/internal/proctest"
+)
+
+// faultsConfig sizes a run of TestFaults. The defaults fit CI (about
+// three minutes on two cores); ESFLOW_SOAK=10m repeats the fault rounds
+// for that long.
+type faultsConfig struct {
+	soak       time.Duration // 0: one round
+	killCycles int           // kill -9 cycles of relay and of projector per round
+	rate       float64       // commands per second
+	workers    int
+	pause      time.Duration // SIGSTOP length
+	outage     time.Duration // broker outage length
+}
+
+func faultsConfigFromEnv(t *testing.T) faultsConfig {
+	c := faultsConfig{killCycles: 20, rate: 150, workers: 6, pause: 3 * time.Second, outage: 2 * time.Second}
+	if s := os.Getenv("ESFLOW_SOAK"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("ESFLOW_SOAK=%q: %v", s, err)
+		}
+		c.soak = d
+	}
+	return c
+}
+
+// TestFaults is the end-to-end suite: writers under load, two relays,
+// two projectors, all real processes, and an independent checker, while
+// relays and projectors are killed with SIGKILL in a loop, processes are
+// paused with SIGSTOP, PostgreSQL restarts with a fast shutdown and the
+// broker stops and starts. At the end nothing may be lost, per-aggregate
+// order must hold on Kafka, and the read models must equal what the
+// event store implies (exactly-once effect).
+func TestFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end fault suite: not in -short")
+	}
+	began := time.Now()
+	cfg := faultsConfigFromEnv(t)
+	ctx := context.Background()
+	say := func(format string, args ...any) {
+		line := fmt.Sprintf("[%5.1fs] ", time.Since(began).Seconds()) + fmt.Sprintf(format, args...)
+		t.Log(line)
+		fmt.Printf("integration: %s\n", line)
+	}
+
+	env := suite.NewEnv(ctx, t)
+	say("environment: %s", env.Path)
+
+	bins := proctest.NewBuilds()
+	t.Cleanup(bins.Close)
+	b := suite.Binaries{
+		Relay:     bins.Path(t, "github.com/esflow/esflow/cmd/relay"),
+		Projector: bins.Path(t, "github.com/esflow/esflow/cmd/projector"),
+		Writer:    bins.Path(t, "github.com/esflow/esflow/cmd/writer"),
+	}
+	p := suite.StartPipeline(ctx, t, env, b, 2)
+	say("started %d cmd/writer, %d cmd/relay, %d cmd/projector processes in %s", len(p.Writers), len(p.Relays), len(p.Projectors),
+		time.Since(began).Round(time.Millisecond))
+
+	ld := suite.StartLoad(p.Clients, p.Ledger, cfg.workers, cfg.rate)
+	defer ld.Stop()
+	// First events all the way through: the pipeline works before any fault.
+	time.Sleep(500 * time.Millisecond)
+	if d, err := p.WaitCovered(ctx, suite.AtKafka|suite.InReadModel, p.Ledger.Snapshot(), time.Minute); err != nil {
+		t.Fatalf("pipeline never delivered: %v", err)
+	} else {
+		say("warm-up: first %d commands end to end in %s", p.Ledger.Ops.Load(), d.Round(time.Millisecond))
+	}
+
+	counts := map[string]int{}
+	for round := 1; ; round++ {
+		faultRound(t, ctx, p, cfg, counts, say)
+		if cfg.soak == 0 || time.Since(began) > cfg.soak {
+			break
+		}
+		p.Recovery.Wait(5 * time.Minute)
+		say("soak: round %d done after %s", round, time.Since(began).Round(time.Second))
+	}
+
+	// The concurrency check runs under the same load.
+	con := suite.RunContention(ctx, p.Clients, 20, 8)
+	ld.Stop()
+	say("load stopped; waiting for the pipeline to deliver everything")
+	verifyFaults(t, ctx, p, con, counts, say)
+	say("runtime: %s", time.Since(began).Round(time.Millisecond))
+}
+
+// faultRound runs every fault kind once (the kill loops cfg.killCycles
+// times), each followed by a background probe that times the recovery:
+// from the moment the fault ends until every write acknowledged by then
+// has reached Kafka (faults of the write side) or the read models.
+func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faultsConfig, counts map[string]int,
+	say func(string, ...any)) {
+	t.Helper()
+	// kill -9 of the relays in a loop, alternating (the active one or the
+	// standby), each restarted at once as an orchestrator would.
+	for i := range cfg.killCycles {
+		r := p.Relays[i%len(p.Relays)]
+		at, acked := time.Now(), p.Ledger.Snapshot()
+		if err := r.Kill9(); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Start(); err != nil {
+			t.Fatal(err)
+		}
+		counts["relay kill -9"]++
+		p.ProbeFrom("relay kill -9 (to Kafka)", suite.AtKafka, at, acked)
+		time.Sleep(time.Duration(200+rand.IntN(400)) * time.Millisecond)
+	}
+
+	// SIGSTOP of the active relay: frozen, it keeps the shard lock, so
+	// the other relay must not take over, and the frozen one must resume.
+	var active *suite.Service
+	for deadline := time.Now().Add(30 * time.Second); active == nil && time.Now().Before(deadline); {
+		if active = p.ActiveRelay(); active == nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if active == nil {
+		t.Fatal("no relay holds the shard lock 30s after the kill loop")
+	}
+	if err := suite.Pause(active, cfg.pause); err != nil {
+		t.Fatal(err)
+	}
+	counts["relay SIGSTOP"]++
+	p.Probe(fmt.Sprintf("relay SIGSTOP %s (to Kafka)", cfg.pause), suite.AtKafka)
+	p.Recovery.Wait(5 * time.Minute)
+
+	// PostgreSQL fast shutdown and start, under writes: writers, relays
+	// and projectors all lose their connections.
+	if p.Env.CanRestartPG() {
+		down, err := p.Env.RestartPG(ctx)
+		if err != nil {
+			t.Fatalf("PostgreSQL restart: %v", err)
+		}
+		counts["PostgreSQL restart"]++
+		say("PostgreSQL fast shutdown + start: down %s", down.Round(time.Millisecond))
+		p.Probe("PostgreSQL restart (to read model)", suite.AtKafka|suite.InReadModel)
+		p.Recovery.Wait(5 * time.Minute)
+	}
+
+	// SIGSTOP of a projector: its group moves on without it, and it wakes
+	// up believing it still owns its partitions.
+	if err := suite.Pause(p.Projectors[0], cfg.pause); err != nil {
+		t.Fatal(err)
+	}
+	counts["projector SIGSTOP"]++
+	p.Probe(fmt.Sprintf("projector SIGSTOP %s (to read model)", cfg.pause), suite.InReadModel)
+	p.Recovery.Wait(5 * time.Minute)
+
+	// Broker stop and start on the same address.
+	switch {
+	case p.Env.Embedded():
+		// The embedded broker keeps nothing, so what it acknowledged
+		// must be read before it goes: the relays are frozen meanwhile
+		// (nothing new is acknowledged), the checker and the projectors
+		// drain, then the relays resume against the dead broker while
+		// the writers keep filling the outbox.
+		for _, r := range p.Relays {
+			if err := r.Signal(syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Drain(ctx, 5*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		addr := p.Env.Brokers
+		p.Env.StopBroker()
+		p.Checker.Stop()
+		for _, r := range p.Relays {
+			if err := r.Signal(syscall.SIGCONT); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(cfg.outage)
+		if err := p.Env.StartBroker(ctx, addr); err != nil {
+			t.Fatal(err)
+		}
+		p.Checker.Start(addr)
+	case p.Env.CanStopKafka(): // a container: it keeps its log across the restart
+		if err := p.Env.StopStartKafka(ctx, cfg.outage); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.Env.CanStopKafka() {
+		counts["broker restart"]++
+		p.Probe(fmt.Sprintf("broker down %s (to read model)", cfg.outage), suite.AtKafka|suite.InReadModel)
+		p.Recovery.Wait(5 * time.Minute)
+	}
+
+	// kill -9 of the projectors in a loop, alternating. It comes last:
+	// a killed member stays in its consumer groups until its session
+	// times out, so the groups settle well after the last kill, and that
+	// wait overlaps the concurrency check and the final convergence.
+	for i := range cfg.killCycles {
+		pr := p.Projectors[i%len(p.Projectors)]
+		at, acked := time.Now(), p.Ledger.Snapshot()
+		if err := pr.Kill9(); err != nil {
+			t.Fatal(err)
+		}
+		if err := pr.Start(); err != nil {
+			t.Fatal(err)
+		}
+		counts["projector kill -9"]++
+		p.ProbeFrom("projector kill -9 (to read model)", suite.InReadModel, at, acked)
+		time.Sleep(time.Duration(500+rand.IntN(700)) * time.Millisecond)
+	}
+	say("faults so far: %s", formatCounts(counts))
+}
+
+// verifyFaults waits until the pipeline has delivered everything the
+// store holds, then compares every view with the store and prints the
+// summary.
+func verifyFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, con suite.Contention, counts map[string]int,
+	say func(string, ...any)) {
+	t.Helper()
+	var st *suite.StoreTruth
+	var err error
+	t0 := time.Now()
+	for {
+		if st, err = suite.ReadStore(ctx, p.Env.EventsURL); err != nil {
+			t.Fatalf("read event store: %v", err)
+		}
+		want := map[uuid.UUID]uint64{}
+		for id, vs := range st.Versions {
+			want[id] = uint64(len(vs))
+		}
+		// A liveness bound, not a timing assertion: past it, whatever
+		// has not arrived counts as lost below.
+		if _, err = p.WaitCovered(ctx, suite.AtKafka|suite.InReadModel, want, 5*time.Minute); err != nil {
+			t.Errorf("final convergence: %v", err)
+			break
+		}
+		again, err := suite.ReadStore(ctx, p.Env.EventsURL)
+		if err != nil {
+			t.Fatalf("read event store: %v", err)
+		}
+		if again.Events == st.Events {
+			break
+		}
+	}
+	say("final convergence after the load stopped: %s", time.Since(t0).Round(time.Millisecond))
+	p.Recovery.Wait(10 * time.Second) // probes whose target is now reached finish
+	p.Recovery.Stop()
+
+	// Let duplicates in flight land before counting.
+	time.Sleep(500 * time.Millisecond)
+	lost := 0
+	for id, vs := range st.Versions {
+		for _, v := range vs {
+			if !p.Checker.Has(id, v) {
+				lost++
+			}
+		}
+	}
+	backlog, err := p.Backlog(ctx)
+	if err != nil {
+		t.Errorf("outbox backlog: %v", err)
+	}
+	unacked := 0
+	for id, v := range p.Ledger.Snapshot() {
+		if w := st.Worlds[id]; w == nil || w.Version() < v {
+			unacked++ // acknowledged to a client, missing in the store
+		}
+	}
+	var mismatches int
+	var bad []string
+	for _, pr := range p.Projectors {
+		n, first, err := suite.CompareReadModels(ctx, pr.Addr(), st)
+		if err != nil {
+			t.Errorf("read models via %s: %v", pr.Addr(), err)
+		}
+		mismatches += n
+		bad = append(bad, first...)
+	}
+	received, dups, orderProblems, firstOrder := p.Checker.Stats()
+	var exits []string
+	for _, s := range p.Services() {
+		exits = append(exits, s.Unexpected()...)
+	}
+
+	say("events written (in the store): %d in %d aggregates; commands acknowledged: %d; failed commands (retried): %d",
+		st.Events, len(st.Versions), p.Ledger.Ops.Load(), p.Ledger.Errs.Load())
+	say("published: %d messages read from Kafka, %d duplicates; lost: %d; outbox backlog: %d", received, dups, lost, backlog)
+	say("per-aggregate order violations on Kafka: %d; acknowledged writes missing from the store: %d", orderProblems, unacked)
+	say("read-model mismatches: %d (both projectors' HTTP APIs against the store)", mismatches)
+	say("concurrency: %d rounds x %d concurrent writers on one aggregate: %d winners, %d conflicts (409), %d problems",
+		con.Rounds, con.Clients, con.Wins, con.Conflicts, len(con.Problems))
+	say("faults: %s", formatCounts(counts))
+	for _, l := range p.Recovery.Lines() {
+		say("%s", l)
+	}
+	say("unexpected process exits (restarted): %d", len(exits))
+	for _, e := range exits {
+		t.Logf("unexpected exit: %s", e)
+	}
+
+	if lost != 0 || backlog != 0 {
+		t.Errorf("lost %d events, backlog %d", lost, backlog)
+	}
+	if orderProblems != 0 {
+		t.Errorf("%d order problems, first: %v", orderProblems, firstOrder)
+	}
+	if unacked != 0 {
+		t.Errorf("%d acknowledged writes are not in the store", unacked)
+	}
+	if mismatches != 0 {
+		t.Errorf("%d read-model mismatches, first: %v", mismatches, bad)
+	}
+	if len(con.Problems) != 0 || con.Wins != con.Rounds || con.Conflicts != con.Rounds*(con.Clients-1) {
+		t.Errorf("concurrency check: %d wins, %d conflicts; problems %v", con.Wins, con.Conflicts, con.Problems)
+	}
+	if w := st.Worlds[con.ID]; w == nil || w.Version() != uint64(con.Rounds)+1 {
+		t.Errorf("contended aggregate %s: store version %v, want %d", con.ID, w, con.Rounds+1)
+	}
+	if counts["relay kill -9"] < 20 || counts["projector kill -9"] < 20 {
+		t.Errorf("only %d relay and %d projector kill -9 cycles", counts["relay kill -9"], counts["projector kill -9"])
+	}
+}
+
+func formatCounts(m map[string]int) string {
+	var parts []string
+	for _, k := range []string{"relay kill -9", "projector kill -9", "relay SIGSTOP", "projector SIGSTOP", "PostgreSQL restart", "broker restart"} {
+		if m[k] > 0 {
+			parts = append(parts, fmt.Sprintf("%s x%d", k, m[k]))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
