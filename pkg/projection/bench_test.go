@@ -16,8 +16,16 @@ import (
 // from the runner's start to the last event applied.
 //
 //	go test -run '^$' -bench DrainPostgres -benchtime 3x ./pkg/projection/
-func BenchmarkDrainPostgres(b *testing.B) {
-	const worlds, perWorld = 2000, 12
+func BenchmarkDrainPostgres(b *testing.B) { benchmarkDrain(b, 2000, 12) }
+
+// BenchmarkDrainPostgresLarge is BenchmarkDrainPostgres in the shape of
+// esbench's W4: 100k events, 10,000 worlds x 10, so that tracking grows
+// to 10,000 rows during the run.
+//
+//	go test -run '^$' -bench DrainPostgresLarge -benchtime 1x -count 6 ./pkg/projection/
+func BenchmarkDrainPostgresLarge(b *testing.B) { benchmarkDrain(b, 10000, 10) }
+
+func benchmarkDrain(b *testing.B, worlds, perWorld int) {
 	brk := startBroker(b)
 	msgs := messages(b, flatten(worldEvents(b, worlds, perWorld)))
 	produce(b, newWriter(b, brk.Addr()), msgs)

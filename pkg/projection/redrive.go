@@ -55,9 +55,9 @@ func (r *Runner) Redrive(ctx context.Context, cfg RedriveConfig) (RedriveResult,
 		mu  sync.Mutex
 		res RedriveResult
 	)
-	process := func(runCtx, ctx context.Context, msgs []kafka.Message) (int, error) {
-		for i, m := range msgs {
-			outcome, err := r.redriveOne(runCtx, ctx, m)
+	process := func(runCtx, ctx context.Context, items []item) (int, error) {
+		for i, it := range items {
+			outcome, err := r.redriveOne(runCtx, ctx, it.m)
 			if err != nil {
 				return i, err
 			}
@@ -72,10 +72,10 @@ func (r *Runner) Redrive(ctx context.Context, cfg RedriveConfig) (RedriveResult,
 			}
 			mu.Unlock()
 		}
-		return len(msgs), nil
+		return len(items), nil
 	}
 	reader := kafka.NewReader(r.readerConfig(cfg.GroupID, []string{r.cfg.DeadLetterTopic}))
-	err := r.consume(ctx, reader, cfg.IdleTimeout, process)
+	err := r.consume(ctx, reader, cfg.IdleTimeout, false, process)
 	if cerr := reader.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("projection %s: close redrive reader: %w", r.tracking, cerr)
 	}

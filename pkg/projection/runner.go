@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -32,7 +33,11 @@ type RunnerConfig struct {
 	// BatchSize caps the messages applied in one transaction. Default 500.
 	BatchSize int
 	// BatchWait is how long a partial batch waits for more messages
-	// before it is applied. Default 5ms.
+	// before it is applied. Default 0: a batch is what has arrived when
+	// the previous one committed, since messages keep arriving (read
+	// ahead) while a batch is applied — under load batches fill up on
+	// their own, and a lone event is not held back. It must not be
+	// negative.
 	BatchWait time.Duration
 	// MaxAttempts is how many times a message's handler may fail before
 	// the message is dead-lettered. Default 5.
@@ -65,6 +70,17 @@ type RunnerConfig struct {
 	// ShutdownTimeout bounds how long the batch in progress may take to
 	// finish after Run's context is cancelled. Default 10s.
 	ShutdownTimeout time.Duration
+	// SessionTimeout is how long the group coordinator waits for a
+	// heartbeat before it declares a member dead and hands its partitions
+	// to the others: the failover time after a crash. Default 10s
+	// (kafka-go's 30s stalls a partition for half a minute).
+	SessionTimeout time.Duration
+	// RebalanceTimeout is how long the coordinator waits for every member
+	// to rejoin during a rebalance. Default 10s.
+	RebalanceTimeout time.Duration
+	// HeartbeatInterval is how often the runner tells the coordinator it
+	// is alive; keep it well under SessionTimeout. Default 1s.
+	HeartbeatInterval time.Duration
 }
 
 // Runner consumes a projection's topics and applies them to its read
@@ -83,15 +99,18 @@ type Runner struct {
 	dlqMu   sync.Mutex
 	dlq     *kafka.Writer
 
-	mu         sync.Mutex
-	started    time.Time
-	lastFetch  time.Time
-	pending    int // fetched, not yet applied
-	partitions map[partitionKey]*PartitionLag
-	lastEvent  time.Time
-	openGaps   map[string]uint64 // aggregate id -> seen version
-	counts     counts
-	notify     chan struct{} // closed and replaced after every commit
+	mu        sync.Mutex
+	started   time.Time
+	lastFetch time.Time
+	pending   int // fetched, not yet applied
+	// readerTrouble is when the reader last failed to fetch or to join
+	// its group, zero once it fetched or joined again: not ready then.
+	readerTrouble time.Time
+	partitions    map[partitionKey]*PartitionLag
+	lastEvent     time.Time
+	openGaps      map[string]uint64 // aggregate id -> seen version
+	counts        counts
+	notify        chan struct{} // closed and replaced after every commit
 }
 
 type counts struct{ applied, duplicates, gaps, deadLettered uint64 }
@@ -127,18 +146,23 @@ func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: %w", name, err)
 	}
-	if cfg.CommitInterval < 0 || cfg.BatchSize < 0 || cfg.MaxAttempts < 0 {
-		return nil, fmt.Errorf("projection %s: negative CommitInterval, BatchSize or MaxAttempts", name)
+	if cfg.CommitInterval < 0 || cfg.BatchSize < 0 || cfg.MaxAttempts < 0 || cfg.BatchWait < 0 {
+		return nil, fmt.Errorf("projection %s: negative CommitInterval, BatchSize, BatchWait or MaxAttempts", name)
 	}
 	setDefault(&cfg.GroupID, name+cfg.TableSuffix)
 	setDefault(&cfg.DeadLetterTopic, name+".dlq")
 	setDefault(&cfg.BatchSize, 500)
-	setDefault(&cfg.BatchWait, 5*time.Millisecond)
 	setDefault(&cfg.MaxAttempts, 5)
 	setDefault(&cfg.RetryBackoff, 50*time.Millisecond)
 	setDefault(&cfg.CommitInterval, time.Second)
 	setDefault(&cfg.IdleAfter, time.Second)
 	setDefault(&cfg.ShutdownTimeout, 10*time.Second)
+	setDefault(&cfg.SessionTimeout, 10*time.Second)
+	setDefault(&cfg.RebalanceTimeout, 10*time.Second)
+	setDefault(&cfg.HeartbeatInterval, time.Second)
+	if cfg.HeartbeatInterval >= cfg.SessionTimeout {
+		return nil, fmt.Errorf("projection %s: HeartbeatInterval %s must be shorter than SessionTimeout %s", name, cfg.HeartbeatInterval, cfg.SessionTimeout)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -208,7 +232,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	go r.refreshGaps(gctx)
 
 	reader := kafka.NewReader(r.readerConfig(r.cfg.GroupID, r.p.Topics()))
-	err = r.consume(ctx, reader, 0, r.process)
+	err = r.consume(ctx, reader, 0, true, r.processItems)
 	if cerr := reader.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("projection %s: close reader: %w", r.tracking, cerr)
 	}
@@ -265,51 +289,102 @@ func (r *Runner) refreshGaps(ctx context.Context) {
 
 func (r *Runner) readerConfig(group string, topics []string) kafka.ReaderConfig {
 	return kafka.ReaderConfig{
-		Brokers:        r.cfg.Brokers,
-		GroupID:        group,
-		GroupTopics:    topics,
-		Dialer:         r.cfg.Dialer,
-		StartOffset:    kafka.FirstOffset,
-		MinBytes:       1,
-		MaxBytes:       16 << 20,
-		MaxWait:        250 * time.Millisecond,
-		QueueCapacity:  max(r.cfg.BatchSize, 100),
-		CommitInterval: r.cfg.CommitInterval,
+		Brokers:           r.cfg.Brokers,
+		GroupID:           group,
+		GroupTopics:       topics,
+		Dialer:            r.cfg.Dialer,
+		StartOffset:       kafka.FirstOffset,
+		MinBytes:          1,
+		MaxBytes:          16 << 20,
+		MaxWait:           250 * time.Millisecond,
+		QueueCapacity:     max(r.cfg.BatchSize, 100),
+		CommitInterval:    r.cfg.CommitInterval,
+		SessionTimeout:    r.cfg.SessionTimeout,
+		RebalanceTimeout:  r.cfg.RebalanceTimeout,
+		HeartbeatInterval: r.cfg.HeartbeatInterval,
+		JoinGroupBackoff:  time.Second,
+		// The reader heals itself (it rejoins, reconnects, retries); the
+		// loggers only tell Ready whether it is healthy meanwhile.
+		Logger: kafka.LoggerFunc(func(msg string, _ ...any) {
+			if strings.HasPrefix(msg, "Joined group") {
+				r.setReaderTrouble(false)
+			}
+		}),
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			if strings.HasPrefix(msg, "Failed to join group") || strings.HasPrefix(msg, "Failed to sync group") ||
+				strings.HasPrefix(msg, "Unable to establish connection to consumer group coordinator") {
+				r.setReaderTrouble(true)
+			}
 			r.log.Warn("kafka reader", "error", fmt.Sprintf(msg, args...))
 		}),
 	}
 }
 
-// processFunc applies a batch and returns how many of its messages (a
+// setReaderTrouble records whether the reader is failing (see Ready).
+func (r *Runner) setReaderTrouble(failing bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if failing {
+		r.readerTrouble = time.Now()
+	} else {
+		r.readerTrouble = time.Time{}
+	}
+}
+
+// processFunc applies a batch and returns how many of its items (a
 // prefix) are done and may be committed.
-type processFunc func(runCtx, ctx context.Context, msgs []kafka.Message) (int, error)
+type processFunc func(runCtx, ctx context.Context, items []item) (int, error)
 
 // consume fetches on its own goroutine, so the next messages are read
-// while a batch is applied, and applies batches in fetch order on the
-// calling goroutine. idle > 0 makes it return nil after that long with
-// nothing to read (Redrive).
-func (r *Runner) consume(ctx context.Context, reader *kafka.Reader, idle time.Duration, process processFunc) error {
+// (and, with decode, decoded) while a batch is applied, and applies
+// batches in fetch order on the calling goroutine. Decoding there keeps
+// the JSON work off the apply path: it overlaps the batch's database
+// round trips instead of adding to them. idle > 0 makes it return nil
+// after that long with nothing to read (Redrive).
+func (r *Runner) consume(ctx context.Context, reader *kafka.Reader, idle time.Duration, decode bool, process processFunc) error {
 	fctx, stopFetch := context.WithCancel(ctx)
 	defer stopFetch()
-	msgs := make(chan kafka.Message, r.cfg.BatchSize)
+	msgs := make(chan item, r.cfg.BatchSize)
 	fetchErr := make(chan error, 1)
 	go func() {
 		defer close(msgs)
+		backoff := r.cfg.RetryBackoff
 		for {
 			m, err := reader.FetchMessage(fctx)
 			if err != nil {
-				if fctx.Err() == nil {
-					fetchErr <- err
+				if fctx.Err() != nil {
+					return
 				}
-				return
+				if errors.Is(err, io.EOF) {
+					fetchErr <- err // the reader was closed under us
+					return
+				}
+				// kafka-go's group reader reports a failed generation
+				// or partition read and then heals (rejoins, reconnects):
+				// keep fetching, not ready meanwhile.
+				r.setReaderTrouble(true)
+				r.hooks.Failed("fetch", err)
+				r.log.Warn("fetch failed; retrying", "projection", r.tracking, "error", err, "backoff", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-fctx.Done():
+					return
+				}
+				backoff = min(2*backoff, 5*time.Second)
+				continue
 			}
+			backoff = r.cfg.RetryBackoff
 			r.mu.Lock()
+			r.readerTrouble = time.Time{}
 			r.lastFetch = time.Now()
 			r.pending++
 			r.mu.Unlock()
+			it := item{m: m}
+			if decode {
+				it.e, it.bad = decodeMessage(m, r.cfg.Mapper)
+			}
 			select {
-			case msgs <- m:
+			case msgs <- it:
 			case <-fctx.Done():
 				return
 			}
@@ -317,18 +392,18 @@ func (r *Runner) consume(ctx context.Context, reader *kafka.Reader, idle time.Du
 	}()
 
 	var idleC <-chan time.Time
-	batch := make([]kafka.Message, 0, r.cfg.BatchSize)
+	batch := make([]item, 0, r.cfg.BatchSize)
 	for {
 		if idle > 0 {
 			idleC = time.After(idle)
 		}
 		batch = batch[:0]
 		select {
-		case m, ok := <-msgs:
+		case it, ok := <-msgs:
 			if !ok {
 				return ctx.Err()
 			}
-			batch = append(batch, m)
+			batch = append(batch, it)
 		case err := <-fetchErr:
 			r.hooks.Failed("fetch", err)
 			return fmt.Errorf("projection %s: fetch: %w", r.tracking, err)
@@ -344,9 +419,9 @@ func (r *Runner) consume(ctx context.Context, reader *kafka.Reader, idle time.Du
 	}
 }
 
-// fill adds what is available to batch, waiting at most BatchWait for
-// more when the channel runs dry.
-func (r *Runner) fill(batch []kafka.Message, msgs <-chan kafka.Message) []kafka.Message {
+// fill adds what is available to batch, waiting at most BatchWait (when
+// set) for more when the channel runs dry.
+func (r *Runner) fill(batch []item, msgs <-chan item) []item {
 	var wait *time.Timer
 	defer func() {
 		if wait != nil {
@@ -355,23 +430,26 @@ func (r *Runner) fill(batch []kafka.Message, msgs <-chan kafka.Message) []kafka.
 	}()
 	for len(batch) < r.cfg.BatchSize {
 		select {
-		case m, ok := <-msgs:
+		case it, ok := <-msgs:
 			if !ok {
 				return batch
 			}
-			batch = append(batch, m)
+			batch = append(batch, it)
 			continue
 		default:
+		}
+		if r.cfg.BatchWait == 0 {
+			return batch
 		}
 		if wait == nil {
 			wait = time.NewTimer(r.cfg.BatchWait)
 		}
 		select {
-		case m, ok := <-msgs:
+		case it, ok := <-msgs:
 			if !ok {
 				return batch
 			}
-			batch = append(batch, m)
+			batch = append(batch, it)
 		case <-wait.C:
 			return batch
 		}
@@ -382,7 +460,7 @@ func (r *Runner) fill(batch []kafka.Message, msgs <-chan kafka.Message) []kafka.
 // runBatch applies a batch with a context that survives the cancellation
 // of ctx for up to ShutdownTimeout, then hands the offsets of what was
 // done to the group.
-func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []kafka.Message, process processFunc) error {
+func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []item, process processFunc) error {
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(r.cfg.ShutdownTimeout, cancel) })
@@ -391,7 +469,8 @@ func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []kaf
 	done, err := process(ctx, bctx, batch)
 	r.mu.Lock()
 	r.pending -= len(batch)
-	for _, m := range batch[:done] {
+	for _, it := range batch[:done] {
+		m := &it.m
 		k := partitionKey{m.Topic, m.Partition}
 		pl := r.partitions[k]
 		if pl == nil {
@@ -412,14 +491,14 @@ func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []kaf
 	return err
 }
 
-func lastPerPartition(msgs []kafka.Message) []kafka.Message {
+func lastPerPartition(items []item) []kafka.Message {
 	last := map[partitionKey]int{}
-	for i, m := range msgs {
-		last[partitionKey{m.Topic, m.Partition}] = i
+	for i, it := range items {
+		last[partitionKey{it.m.Topic, it.m.Partition}] = i
 	}
 	out := make([]kafka.Message, 0, len(last))
 	for _, i := range last {
-		out = append(out, msgs[i])
+		out = append(out, items[i].m)
 	}
 	return out
 }

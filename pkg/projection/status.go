@@ -65,7 +65,8 @@ func (r *Runner) Status() Status {
 }
 
 // Ready reports whether the runner is running, caught up and has no open
-// gap. Caught up means nothing fetched is waiting and every partition it
+// gap, and its reader is healthy (neither failing to fetch nor to join
+// its consumer group since it last succeeded). Caught up means nothing fetched is waiting and every partition it
 // has read is at its high watermark, or nothing arrived for IdleAfter
 // (the high watermark is only as fresh as the last fetch).
 func (r *Runner) Ready() bool {
@@ -75,7 +76,7 @@ func (r *Runner) Ready() bool {
 }
 
 func (r *Runner) readyLocked() bool {
-	if !r.running.Load() || r.started.IsZero() || len(r.openGaps) > 0 {
+	if !r.running.Load() || r.started.IsZero() || len(r.openGaps) > 0 || !r.readerTrouble.IsZero() {
 		return false
 	}
 	last := r.lastFetch

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Table names of the runner's bookkeeping, shared by all projections
@@ -98,6 +101,9 @@ const maxRowsPerStatement = 1000
 // that has one.
 func loadVersions(ctx context.Context, tx Tx, projection string, ids []string) (map[string]uint64, error) {
 	out := make(map[string]uint64, len(ids))
+	if tx.Dialect() == Postgres {
+		return out, loadVersionsPG(ctx, tx, projection, ids, out)
+	}
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), maxRowsPerStatement)]
 		ids = ids[len(chunk):]
@@ -134,6 +140,36 @@ func loadVersions(ctx context.Context, tx Tx, projection string, ids []string) (
 	return out, nil
 }
 
+// loadVersionsPG is loadVersions in one statement text whatever the
+// number of ids (an IN list of a new length is a new statement for pgx's
+// cache: a prepare round trip and a fresh plan), probing the primary key
+// once per id. The LIMIT keeps the planner from flattening the probe into
+// a join: with `aggregate_id = ANY(…)`, or a join, it chose from stale
+// statistics (a tracking table that grew since it was last analysed) to
+// scan every row of the projection and filter — 10,000 rows read for 60
+// wanted, a cost that grows with the table.
+func loadVersionsPG(ctx context.Context, tx Tx, projection string, ids []string, out map[string]uint64) error {
+	rows, err := tx.Query(ctx, `SELECT u.id::text, t.version FROM unnest($2::uuid[]) AS u(id)
+CROSS JOIN LATERAL (SELECT version FROM `+TrackingTable+` WHERE projection = $1 AND aggregate_id = u.id LIMIT 1) t`,
+		projection, ids)
+	if err != nil {
+		return fmt.Errorf("projection: read tracking: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var v int64
+		if err := rows.Scan(&id, &v); err != nil {
+			return fmt.Errorf("projection: read tracking: %w", err)
+		}
+		out[id] = uint64(v)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("projection: read tracking: %w", err)
+	}
+	return nil
+}
+
 type trackingRow struct {
 	aggregateID string
 	version     uint64
@@ -147,19 +183,8 @@ func writeTracking(ctx context.Context, tx Tx, projection string, rows []trackin
 	for len(rows) > 0 {
 		chunk := rows[:min(len(rows), maxRowsPerStatement)]
 		rows = rows[len(chunk):]
-		args := make([]any, 0, 3*len(chunk)+1)
-		args = append(args, projection)
-		var vals strings.Builder
-		for i, r := range chunk {
-			if i > 0 {
-				vals.WriteByte(',')
-			}
-			fmt.Fprintf(&vals, "($1,$%d,$%d,$%d)", 3*i+2, 3*i+3, 3*i+4)
-			args = append(args, r.aggregateID, int64(r.version), r.eventID)
-		}
-		n, err := tx.Exec(ctx, `INSERT INTO `+TrackingTable+` (projection, aggregate_id, version, event_id) VALUES `+
-			vals.String()+` ON CONFLICT (projection, aggregate_id) DO UPDATE SET version = excluded.version,`+
-			` event_id = excluded.event_id, updated_at = CURRENT_TIMESTAMP WHERE `+TrackingTable+`.version < excluded.version`, args...)
+		sql, args := trackingUpsert(projection, chunk)
+		n, err := tx.Exec(ctx, sql, args...)
 		if err != nil {
 			return fmt.Errorf("projection: write tracking: %w", err)
 		}
@@ -167,6 +192,54 @@ func writeTracking(ctx context.Context, tx Tx, projection string, rows []trackin
 			return errConcurrentApply
 		}
 	}
+	return nil
+}
+
+// trackingUpsert returns the conditional multi-row upsert of rows.
+func trackingUpsert(projection string, rows []trackingRow) (string, []any) {
+	args := make([]any, 0, 3*len(rows)+1)
+	args = append(args, projection)
+	var vals strings.Builder
+	for i, r := range rows {
+		if i > 0 {
+			vals.WriteByte(',')
+		}
+		fmt.Fprintf(&vals, "($1,$%d,$%d,$%d)", 3*i+2, 3*i+3, 3*i+4)
+		args = append(args, r.aggregateID, int64(r.version), r.eventID)
+	}
+	return `INSERT INTO ` + TrackingTable + ` (projection, aggregate_id, version, event_id) VALUES ` +
+		vals.String() + ` ON CONFLICT (projection, aggregate_id) DO UPDATE SET version = excluded.version,` +
+		` event_id = excluded.event_id, updated_at = CURRENT_TIMESTAMP WHERE ` + TrackingTable + `.version < excluded.version`, args
+}
+
+// concurrentMarker is the text of the error writeTrackingLast's
+// statement raises when a row did not move.
+const concurrentMarker = "esflow: tracking changed concurrently"
+
+// writeTrackingLast is writeTracking for the last statement of a
+// transaction. On PostgreSQL it is sent in one round trip with COMMIT,
+// so nothing can look at its row count before COMMIT runs: the statement
+// checks the count itself and fails when a row did not move (a cast of
+// the marker text to integer), which aborts the transaction and so keeps
+// the handler's writes from committing; the error is mapped back to
+// errConcurrentApply. (CASE keeps the failing cast out of the planner's
+// constant folding: it depends on the count.)
+func writeTrackingLast(ctx context.Context, tx Tx, projection string, rows []trackingRow) error {
+	pt, ok := tx.(*pgTx)
+	if !ok || len(rows) == 0 || len(rows) > maxRowsPerStatement {
+		return writeTracking(ctx, tx, projection, rows)
+	}
+	sql, args := trackingUpsert(projection, rows)
+	args = append(args, int64(len(rows)))
+	sql = `WITH moved AS (` + sql + ` RETURNING 1)
+SELECT (CASE WHEN count(*) = $` + strconv.Itoa(len(args)) + ` THEN '0' ELSE '` + concurrentMarker + `' END)::int FROM moved`
+	pt.execAtCommit(sql, args, func(err error) error {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "22P02" && strings.Contains(pe.Message, concurrentMarker) {
+			return errConcurrentApply
+		}
+		return fmt.Errorf("projection: write tracking: %w", err)
+	})
 	return nil
 }
 
