@@ -9,7 +9,7 @@
 //
 // PostgreSQL comes from DATABASE_URL (an admin connection: esbench creates
 // and drops its own databases there) or, when unset, from a throwaway
-// cluster started with initdb and pg_ctl from the local binaries, with
+// cluster started with initdb and postgres from the local binaries, with
 // default settings (default durability). The Kafka broker comes from
 // KAFKA_BROKERS or, when unset, from the embedded broker (pkg/broker, 8
 // partitions) run in a child process: esbench starts itself again with the

@@ -4,21 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"sort"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/esflow/esflow/internal/pgcluster"
 	"github.com/esflow/esflow/pkg/projection"
 )
 
@@ -39,7 +33,10 @@ func (s *pgServer) Close() error {
 }
 
 // startPostgres returns DATABASE_URL's server, or starts a throwaway
-// cluster with default settings.
+// cluster with PostgreSQL's default settings: only the port, listen
+// address and socket directory are set, so durability (fsync,
+// synchronous_commit, full_page_writes) and memory settings are those a
+// fresh installation has, and the report's settings line shows them.
 func startPostgres(ctx context.Context, say func(string, ...any)) (*pgServer, error) {
 	if dsn := os.Getenv("DATABASE_URL"); dsn != "" {
 		u, err := url.Parse(dsn)
@@ -49,141 +46,19 @@ func startPostgres(ctx context.Context, say func(string, ...any)) (*pgServer, er
 		say("postgres: DATABASE_URL")
 		return &pgServer{admin: u}, nil
 	}
-	say("postgres: starting a throwaway cluster (initdb, pg_ctl; default settings)")
-	return startCluster(ctx)
-}
-
-// startCluster runs initdb and pg_ctl start on a free loopback port, as the
-// postgres OS user when running as root (the server refuses root). Only
-// the port, listen address and socket directory are set: durability and
-// memory settings are PostgreSQL's defaults.
-func startCluster(ctx context.Context) (*pgServer, error) {
-	bin, err := pgBinDir()
+	say("postgres: starting a throwaway cluster (initdb, postgres; default settings)")
+	c, err := pgcluster.Start(ctx, pgcluster.Options{DirPrefix: "esbench-pg-"})
+	if errors.Is(err, pgcluster.ErrNoBinaries) {
+		return nil, fmt.Errorf("%w; install PostgreSQL or set DATABASE_URL", err)
+	}
 	if err != nil {
 		return nil, err
 	}
-	cred, err := serverCredential()
+	u, err := url.Parse(c.URL())
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(fmt.Errorf("cluster URL: %w", err), c.Close())
 	}
-	dir, err := os.MkdirTemp("", "esbench-pg-")
-	if err != nil {
-		return nil, fmt.Errorf("cluster dir: %w", err)
-	}
-	if cred != nil {
-		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			_ = os.RemoveAll(dir)
-			return nil, fmt.Errorf("chown cluster dir: %w", err)
-		}
-	}
-	data := filepath.Join(dir, "data")
-	command := func(name string, args ...string) *exec.Cmd {
-		c := exec.CommandContext(ctx, filepath.Join(bin, name), args...)
-		c.Dir = dir
-		c.Env = []string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C", "LANG=C"}
-		if cred != nil {
-			c.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		}
-		return c
-	}
-	fail := func(err error) (*pgServer, error) {
-		_ = os.RemoveAll(dir)
-		return nil, err
-	}
-	// --no-sync only skips flushing the new data directory once; the
-	// server's own durability settings stay at their defaults.
-	if out, err := command("initdb", "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync").CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("initdb: %w\n%s", err, out))
-	}
-	port, err := freePort()
-	if err != nil {
-		return fail(err)
-	}
-	logPath := filepath.Join(dir, "postgres.log")
-	opts := fmt.Sprintf("-p %d -c listen_addresses=127.0.0.1 -k %s", port, dir)
-	if out, err := command("pg_ctl", "start", "-w", "-t", "60", "-D", data, "-l", logPath, "-o", opts).CombinedOutput(); err != nil {
-		tail, _ := os.ReadFile(logPath)
-		return fail(fmt.Errorf("pg_ctl start: %w\n%s\n%s", err, out, tail))
-	}
-	stop := func() error {
-		c := exec.Command(filepath.Join(bin, "pg_ctl"), "stop", "-w", "-m", "fast", "-D", data)
-		c.Dir = dir
-		if cred != nil {
-			c.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-		}
-		out, err := c.CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("pg_ctl stop: %w\n%s", err, out)
-		}
-		return errors.Join(err, os.RemoveAll(dir))
-	}
-	u := &url.URL{Scheme: "postgres", User: url.User("postgres"), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Path: "/postgres", RawQuery: "sslmode=disable"}
-	return &pgServer{admin: u, stop: stop}, nil
-}
-
-// pgBinDir finds a directory holding initdb and pg_ctl: pg_config's bindir,
-// then the highest /usr/lib/postgresql/*/bin, then PATH.
-func pgBinDir() (string, error) {
-	has := func(dir string) bool {
-		for _, b := range []string{"initdb", "pg_ctl", "postgres"} {
-			if fi, err := os.Stat(filepath.Join(dir, b)); err != nil || fi.IsDir() {
-				return false
-			}
-		}
-		return true
-	}
-	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
-		if dir := strings.TrimSpace(string(out)); has(dir) {
-			return dir, nil
-		}
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool {
-		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
-		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
-		return vi > vj
-	})
-	for _, d := range dirs {
-		if has(d) {
-			return d, nil
-		}
-	}
-	if p, err := exec.LookPath("pg_ctl"); err == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil && has(filepath.Dir(real)) {
-			return filepath.Dir(real), nil
-		}
-	}
-	return "", errors.New("no PostgreSQL binaries (initdb, pg_ctl) found; install PostgreSQL or set DATABASE_URL")
-}
-
-// serverCredential is the postgres OS user when running as root, nil
-// otherwise.
-func serverCredential() (*syscall.Credential, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("running as root and no postgres OS user to run the server as: %w", err)
-	}
-	uid, err := strconv.Atoi(u.Uid)
-	if err != nil {
-		return nil, fmt.Errorf("uid of postgres: %w", err)
-	}
-	gid, err := strconv.Atoi(u.Gid)
-	if err != nil {
-		return nil, fmt.Errorf("gid of postgres: %w", err)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return &pgServer{admin: u, stop: c.Close}, nil
 }
 
 // database is one database a workload created; Drop removes it.

@@ -45,6 +45,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/esflow/esflow/internal/pgcluster"
 )
 
 // server is a running PostgreSQL reachable through adminDSN.
@@ -166,7 +168,7 @@ func start() (*server, error) {
 		switch {
 		case err == nil:
 			s = local
-		case errors.Is(err, errNoBinaries):
+		case errors.Is(err, pgcluster.ErrNoBinaries):
 			reasons = append(reasons, err.Error())
 			docker, derr := startDocker(ctx)
 			if derr != nil {
