@@ -5,10 +5,15 @@
 package readmodel
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -67,15 +72,65 @@ type World struct {
 	Discarded bool      `json:"discarded"`
 }
 
-// Handle implements projection.Projection. It reads the row, applies the
-// event and writes the row back, so a redriven (older) event still
-// counts but never lowers the stored version.
-func (Worlds) Handle(ctx context.Context, tx projection.Tx, t projection.Tables, e projection.Event) error {
-	w, err := GetWorld(ctx, tx, t, e.AggregateID)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+// Handle implements projection.Projection: HandleBatch of one event.
+func (w Worlds) Handle(ctx context.Context, tx projection.Tx, t projection.Tables, e projection.Event) error {
+	return w.HandleBatch(ctx, tx, t, []projection.Event{e})
+}
+
+// HandleBatch implements projection.BatchHandler. It reads the batch's
+// rows in one query, applies the events in order in memory and writes
+// the rows back with one multi-row upsert (per 500 worlds), so a batch
+// costs two statements instead of two per event. A redriven (older)
+// event still counts but never lowers the stored version.
+func (Worlds) HandleBatch(ctx context.Context, tx projection.Tx, t projection.Tables, events []projection.Event) error {
+	tn := t.Name("worlds")
+	ids := aggregateIDs(events)
+	cur := make(map[uuid.UUID]World, len(ids))
+	err := inChunks(ids, func(chunk []string) error {
+		rows, err := tx.Query(ctx, `SELECT `+worldColumns+` FROM `+tn+` WHERE id IN (`+placeholders(len(chunk))+`)`, anys(chunk)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			w, err := scanWorld(rows.Scan)
+			if err != nil {
+				return err
+			}
+			cur[w.ID] = w
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return err
 	}
-	w.ID = e.AggregateID
+	for _, e := range events {
+		w := cur[e.AggregateID]
+		w.ID = e.AggregateID
+		if err := applyWorld(&w, e); err != nil {
+			return err
+		}
+		cur[e.AggregateID] = w
+	}
+	return inChunks(ids, func(chunk []string) error {
+		args := make([]any, 0, 5*len(chunk))
+		for _, id := range chunk {
+			w := cur[uuid.MustParse(id)]
+			history, err := json.Marshal(w.History)
+			if err != nil {
+				return err
+			}
+			args = append(args, id, w.Ruler, string(history), int64(w.Version), w.Discarded)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO `+tn+` (id, ruler, history, version, discarded) VALUES `+projection.Values(len(chunk), 5, 1)+`
+		ON CONFLICT (id) DO UPDATE SET ruler = excluded.ruler, history = excluded.history,
+		version = excluded.version, discarded = excluded.discarded`, args...)
+		return err
+	})
+}
+
+// applyWorld applies one event to w.
+func applyWorld(w *World, e projection.Event) error {
 	switch e.EventType {
 	case created:
 		var p aggregate.Created
@@ -108,16 +163,7 @@ func (Worlds) Handle(ctx context.Context, tx projection.Tx, t projection.Tables,
 	if w.History == nil {
 		w.History = []string{}
 	}
-	history, err := json.Marshal(w.History)
-	if err != nil {
-		return err
-	}
-	tn := t.Name("worlds")
-	_, err = tx.Exec(ctx, `INSERT INTO `+tn+` (id, ruler, history, version, discarded) VALUES ($1, $2, $3, $4, $5)
-		ON CONFLICT (id) DO UPDATE SET ruler = excluded.ruler, history = excluded.history,
-		version = excluded.version, discarded = excluded.discarded`,
-		w.ID.String(), w.Ruler, string(history), int64(w.Version), w.Discarded)
-	return err
+	return nil
 }
 
 const worldColumns = `id, ruler, history, version, discarded`
@@ -204,13 +250,57 @@ type Example struct {
 	Discarded bool      `json:"discarded"`
 }
 
-// Handle implements projection.Projection.
-func (Examples) Handle(ctx context.Context, tx projection.Tx, t projection.Tables, e projection.Event) error {
-	x, err := GetExample(ctx, tx, t, e.AggregateID)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+// Handle implements projection.Projection: HandleBatch of one event.
+func (x Examples) Handle(ctx context.Context, tx projection.Tx, t projection.Tables, e projection.Event) error {
+	return x.HandleBatch(ctx, tx, t, []projection.Event{e})
+}
+
+// HandleBatch implements projection.BatchHandler: like Worlds, one read
+// and one multi-row upsert per batch.
+func (Examples) HandleBatch(ctx context.Context, tx projection.Tx, t projection.Tables, events []projection.Event) error {
+	tn := t.Name("examples")
+	ids := aggregateIDs(events)
+	cur := make(map[uuid.UUID]Example, len(ids))
+	err := inChunks(ids, func(chunk []string) error {
+		rows, err := tx.Query(ctx, `SELECT id, foo, version, discarded FROM `+tn+` WHERE id IN (`+placeholders(len(chunk))+`)`, anys(chunk)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			x, err := scanExample(rows.Scan)
+			if err != nil {
+				return err
+			}
+			cur[x.ID] = x
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return err
 	}
-	x.ID = e.AggregateID
+	for _, e := range events {
+		x := cur[e.AggregateID]
+		x.ID = e.AggregateID
+		if err := applyExample(&x, e); err != nil {
+			return err
+		}
+		cur[e.AggregateID] = x
+	}
+	return inChunks(ids, func(chunk []string) error {
+		args := make([]any, 0, 4*len(chunk))
+		for _, id := range chunk {
+			x := cur[uuid.MustParse(id)]
+			args = append(args, id, x.Foo, int64(x.Version), x.Discarded)
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO `+tn+` (id, foo, version, discarded) VALUES `+projection.Values(len(chunk), 4, 1)+`
+		ON CONFLICT (id) DO UPDATE SET foo = excluded.foo, version = excluded.version, discarded = excluded.discarded`, args...)
+		return err
+	})
+}
+
+// applyExample applies one event to x.
+func applyExample(x *Example, e projection.Event) error {
 	switch e.EventType {
 	case created:
 		var p aggregate.Created
@@ -232,33 +322,36 @@ func (Examples) Handle(ctx context.Context, tx projection.Tx, t projection.Table
 		x.Discarded = true
 	}
 	x.Version = max(x.Version, e.AggregateVersion+1)
-	tn := t.Name("examples")
-	_, err = tx.Exec(ctx, `INSERT INTO `+tn+` (id, foo, version, discarded) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (id) DO UPDATE SET foo = excluded.foo, version = excluded.version, discarded = excluded.discarded`,
-		x.ID.String(), x.Foo, int64(x.Version), x.Discarded)
-	return err
+	return nil
 }
 
-// GetExample reads one example; the error is ErrNotFound when there is
-// none.
-func GetExample(ctx context.Context, tx projection.Tx, t projection.Tables, id uuid.UUID) (Example, error) {
+func scanExample(scan func(dest ...any) error) (Example, error) {
 	var (
 		x       Example
 		sid     string
 		version int64
 	)
-	err := tx.QueryRow(ctx, `SELECT id, foo, version, discarded FROM `+t.Name("examples")+` WHERE id = $1`, id.String()).
-		Scan(&sid, &x.Foo, &version, &x.Discarded)
+	if err := scan(&sid, &x.Foo, &version, &x.Discarded); err != nil {
+		return Example{}, err
+	}
+	var err error
+	if x.ID, err = uuid.Parse(sid); err != nil {
+		return Example{}, fmt.Errorf("readmodel: example id %q: %w", sid, err)
+	}
+	x.Version = uint64(version)
+	return x, nil
+}
+
+// GetExample reads one example; the error is ErrNotFound when there is
+// none.
+func GetExample(ctx context.Context, tx projection.Tx, t projection.Tables, id uuid.UUID) (Example, error) {
+	x, err := scanExample(tx.QueryRow(ctx, `SELECT id, foo, version, discarded FROM `+t.Name("examples")+` WHERE id = $1`, id.String()).Scan)
 	if err != nil {
 		if isNoRows(err) {
 			return Example{}, ErrNotFound
 		}
 		return Example{}, err
 	}
-	if x.ID, err = uuid.Parse(sid); err != nil {
-		return Example{}, fmt.Errorf("readmodel: example id %q: %w", sid, err)
-	}
-	x.Version = uint64(version)
 	return x, nil
 }
 
@@ -285,12 +378,30 @@ func (EventCounts) Setup(ctx context.Context, tx projection.Tx, t projection.Tab
 	return err
 }
 
-// Handle implements projection.Projection.
-func (EventCounts) Handle(ctx context.Context, tx projection.Tx, t projection.Tables, e projection.Event) error {
+// Handle implements projection.Projection: HandleBatch of one event.
+func (c EventCounts) Handle(ctx context.Context, tx projection.Tx, t projection.Tables, e projection.Event) error {
+	return c.HandleBatch(ctx, tx, t, []projection.Event{e})
+}
+
+// HandleBatch implements projection.BatchHandler: the batch's counts are
+// summed in memory and added with one multi-row upsert, its rows in key
+// order so that concurrent batches lock them in the same order.
+func (EventCounts) HandleBatch(ctx context.Context, tx projection.Tx, t projection.Tables, events []projection.Event) error {
+	type key struct{ agg, event string }
+	n := map[key]int64{}
+	for _, e := range events {
+		n[key{e.AggregateType, e.EventType}]++
+	}
+	keys := slices.SortedFunc(maps.Keys(n), func(a, b key) int {
+		return cmp.Or(cmp.Compare(a.agg, b.agg), cmp.Compare(a.event, b.event))
+	})
+	args := make([]any, 0, 3*len(keys))
+	for _, k := range keys {
+		args = append(args, k.agg, k.event, n[k])
+	}
 	tn := t.Name("event_counts")
-	_, err := tx.Exec(ctx, `INSERT INTO `+tn+` (aggregate_type, event_type, count) VALUES ($1, $2, 1)
-		ON CONFLICT (aggregate_type, event_type) DO UPDATE SET count = `+tn+`.count + 1`,
-		e.AggregateType, e.EventType)
+	_, err := tx.Exec(ctx, `INSERT INTO `+tn+` (aggregate_type, event_type, count) VALUES `+projection.Values(len(keys), 3, 1)+`
+		ON CONFLICT (aggregate_type, event_type) DO UPDATE SET count = `+tn+`.count + excluded.count`, args...)
 	return err
 }
 
@@ -321,3 +432,55 @@ func ListCounts(ctx context.Context, tx projection.Tx, t projection.Tables) ([]C
 }
 
 func isNoRows(err error) bool { return errors.Is(err, projection.ErrNoRows) }
+
+// aggregateIDs returns the distinct aggregate ids of events, sorted:
+// rows are then written in one order by every transaction.
+func aggregateIDs(events []projection.Event) []string {
+	seen := make(map[uuid.UUID]bool, len(events))
+	var ids []string
+	for _, e := range events {
+		if !seen[e.AggregateID] {
+			seen[e.AggregateID] = true
+			ids = append(ids, e.AggregateID.String())
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// maxRows bounds the rows of one statement, well under SQLite's and
+// PostgreSQL's parameter limits at 5 columns.
+const maxRows = 500
+
+// inChunks calls fn with consecutive chunks of ids of at most maxRows.
+func inChunks(ids []string, fn func([]string) error) error {
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), maxRows)]
+		ids = ids[len(chunk):]
+		if err := fn(chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// placeholders returns "$1,$2,…,$n".
+func placeholders(n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(i + 1))
+	}
+	return b.String()
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
