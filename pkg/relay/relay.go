@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,10 +57,11 @@ type Hooks struct {
 }
 
 // Relay publishes an outbox shard to a broker: fetch a batch in id order,
-// publish it, wait for the acknowledgement, delete it, repeat. A message
-// is deleted only after the broker acknowledged it, so a crash at any
-// moment may publish a message twice but never loses one. See DESIGN.md
-// for the ordering argument.
+// publish it, wait for the acknowledgement, delete it, repeat, with the
+// next batch fetched and the previous one deleted while a batch is being
+// published. A message is deleted only after the broker acknowledged it,
+// so a crash at any moment may publish a message twice but never loses
+// one. See DESIGN.md for the ordering argument.
 type Relay struct {
 	src    outbox.Source
 	pub    Publisher
@@ -169,10 +172,37 @@ func (r *Relay) wakeups(ctx context.Context) (<-chan struct{}, error) {
 }
 
 // publishLoop runs while the shard is owned (lost stays open) and ctx lives.
+//
+// It is a two-stage pipeline: while batch k is being published, batch k-1
+// (acknowledged by then) is deleted and, when batch k was full, batch k+1
+// is fetched side by side, skipping the rows of batches k and k-1, which
+// may still be in the table. Batch k+1 is
+// published only after batch k was acknowledged in full, so one batch per
+// partition is in flight, as before; see DESIGN.md for why the prefetch
+// keeps each key's order.
 func (r *Relay) publishLoop(ctx context.Context, lost <-chan struct{}, wake <-chan struct{}) {
 	backoff := time.Duration(0)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	var (
+		pending    acked            // acknowledged, not yet deleted
+		next       []outbox.Message // batch fetched by the previous step
+		prefetched bool
+	)
+	// Acknowledged rows are deleted before the shard is given up, even on
+	// shutdown: otherwise they would only be published again.
+	defer func() {
+		if len(pending.ids) > 0 {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishTimeout)
+			defer cancel()
+			_ = r.delete(dctx, pending)
+		}
+	}()
+	fail := func(err error) {
+		backoff = min(max(backoff*2, r.cfg.MinBackoff), r.cfg.MaxBackoff)
+		// Jitter keeps replicas and shards from retrying in lockstep.
+		r.wait(ctx, lost, nil, timer, backoff/2+rand.N(backoff/2+1))
+	}
 	for {
 		r.beat.Store(time.Now().UnixNano())
 		select {
@@ -182,26 +212,97 @@ func (r *Relay) publishLoop(ctx context.Context, lost <-chan struct{}, wake <-ch
 			return
 		default:
 		}
-		n, err := r.step(ctx)
-		switch {
-		case err != nil:
+		batch := next
+		if !prefetched {
+			// Nothing prefetched: settle the last batch, then fetch.
+			if len(pending.ids) > 0 {
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishTimeout)
+				err := r.delete(dctx, pending)
+				cancel()
+				pending = acked{}
+				if err != nil {
+					fail(err)
+					continue
+				}
+			}
+			var err error
+			if batch, err = r.fetch(ctx, nil); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				r.failed("fetch", err)
+				fail(err)
+				continue
+			}
+		}
+		next, prefetched = nil, false
+		if len(batch) == 0 {
+			if len(pending.ids) > 0 {
+				// Delete what was acknowledged, then look once more:
+				// writers may have committed meanwhile.
+				continue
+			}
+			backoff = 0
+			r.wait(ctx, lost, wake, timer, r.cfg.PollInterval)
+			continue
+		}
+		var err error
+		next, prefetched, pending, err = r.step(ctx, batch, pending)
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			backoff = min(max(backoff*2, r.cfg.MinBackoff), r.cfg.MaxBackoff)
-			// Jitter keeps replicas and shards from retrying in lockstep.
-			r.wait(ctx, lost, nil, timer, backoff/2+rand.N(backoff/2+1))
-		case n == r.cfg.BatchSize:
-			backoff = 0 // a full batch: more is probably waiting
-		case n > 0:
-			backoff = 0
-			// A partial batch drained the shard, but writers may have
-			// committed meanwhile: look once more before sleeping.
-		default:
-			backoff = 0
-			r.wait(ctx, lost, wake, timer, r.cfg.PollInterval)
+			fail(err)
+			continue
+		}
+		backoff = 0
+	}
+}
+
+// acked is a published batch's acknowledged part, waiting to be deleted.
+type acked struct {
+	ids  []int64
+	took time.Duration // the Publish call
+	lag  time.Duration // age of the batch's oldest message at publish time
+}
+
+// delete removes a's rows and reports them to the Published hook.
+func (r *Relay) delete(ctx context.Context, a acked) error {
+	if err := r.src.Delete(ctx, a.ids); err != nil {
+		// Published but not deleted: they will be published again.
+		r.failed("delete", err)
+		return err
+	}
+	if r.cfg.Hooks.Published != nil {
+		r.cfg.Hooks.Published(len(a.ids), a.took, a.lag)
+	}
+	return nil
+}
+
+// fetch returns the shard's next messages in id order, skipping except
+// (ascending ids of messages still in the table but already being
+// published).
+func (r *Relay) fetch(ctx context.Context, except []int64) ([]outbox.Message, error) {
+	limit := r.cfg.BatchSize
+	if len(except) == 0 {
+		return r.src.Fetch(ctx, r.cfg.Shard, limit)
+	}
+	if f, ok := r.src.(ExceptFetcher); ok {
+		return f.FetchExcept(ctx, r.cfg.Shard, limit, except)
+	}
+	// The first limit+len(except) rows hold the first limit rows that are
+	// not in except.
+	msgs, err := r.src.Fetch(ctx, r.cfg.Shard, limit+len(except))
+	if err != nil {
+		return nil, err
+	}
+	out := msgs[:0]
+	for _, m := range msgs {
+		if _, skip := slices.BinarySearch(except, m.ID); !skip && len(out) < limit {
+			out = append(out, m)
 		}
 	}
+	return out, nil
 }
 
 func (r *Relay) wait(ctx context.Context, lost, wake <-chan struct{}, timer *time.Timer, d time.Duration) {
@@ -237,73 +338,111 @@ func (r *Relay) failed(op string, err error) {
 	}
 }
 
-// step publishes one batch and reports how many messages it handled.
-func (r *Relay) step(ctx context.Context) (int, error) {
-	msgs, err := r.src.Fetch(ctx, r.cfg.Shard, r.cfg.BatchSize)
-	if err != nil {
-		r.failed("fetch", err)
-		return 0, err
-	}
-	if len(msgs) == 0 {
-		return 0, nil
-	}
+// step publishes batch. Meanwhile it deletes prev, the previous batch's
+// acknowledged rows, and, if batch is full, fetches the batch after it.
+// It returns that batch (prefetched is false when there is none to use:
+// batch was partial, the fetch failed, or some message of batch failed,
+// since the prefetched batch may hold later messages of its key) and
+// batch's acknowledged part, to be deleted by the next step.
+func (r *Relay) step(ctx context.Context, batch []outbox.Message, prev acked) (next []outbox.Message, prefetched bool, done acked, err error) {
 	// Once fetched, a batch is finished even if ctx is cancelled now:
 	// shutting down mid-publish would only turn into duplicates later.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishTimeout)
 	defer cancel()
-	start := time.Now()
-	perr := r.pub.Publish(pctx, msgs)
-	took := time.Since(start)
 
-	done := make([]int64, 0, len(msgs))
-	var retry error
+	except := make([]int64, len(batch))
+	for i, m := range batch {
+		except[i] = m.ID
+	}
+	// The prefetch skips batch and prev: prev may not be deleted yet when
+	// the fetch reads the table, as the two run side by side.
+	skip := except
+	if len(prev.ids) > 0 {
+		skip = slices.Concat(prev.ids, except)
+		slices.Sort(skip)
+	}
+	var derr, ferr error
+	var wg sync.WaitGroup
+	if len(prev.ids) > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			derr = r.delete(pctx, prev)
+		}()
+	}
+	// A partial batch drained the shard: nothing to prefetch. The loop
+	// looks again after the delete.
+	full := len(batch) == r.cfg.BatchSize
+	if full {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// ctx, not pctx: a prefetch is not worth waiting for on
+			// shutdown.
+			next, ferr = r.fetch(ctx, skip)
+		}()
+	}
+	start := time.Now()
+	perr := r.pub.Publish(pctx, batch)
+	took := time.Since(start)
+	wg.Wait()
+	if derr != nil {
+		// prev stays in the table: keep batch there too, so both are
+		// published again in id order.
+		return nil, false, acked{}, derr
+	}
+	prefetched = full && ferr == nil && perr == nil
+	if ferr != nil && ctx.Err() == nil {
+		r.failed("fetch", ferr)
+	}
+	if !prefetched {
+		next = nil
+	}
+	done = acked{took: took, lag: start.Sub(batch[0].CreatedAt)}
+	done.ids, err = r.outcome(pctx, batch, except, perr)
+	return next, prefetched, done, err
+}
+
+// outcome parks the messages of batch that failed for good and returns
+// the ids to delete (all of ids when perr is nil), and the error to retry
+// after, if any.
+func (r *Relay) outcome(ctx context.Context, batch []outbox.Message, ids []int64, perr error) ([]int64, error) {
 	if perr == nil {
-		for _, m := range msgs {
+		return ids, nil
+	}
+	var be *BatchError
+	if !errors.As(perr, &be) || len(be.Errs) != len(batch) {
+		r.failed("publish", perr)
+		return nil, perr
+	}
+	done := ids[:0]
+	var retry error
+	// A key whose earlier message failed keeps its later messages too,
+	// even if they were acknowledged: they are sent again after the
+	// failed one, so the key's newest copy arrives in order.
+	held := map[string]bool{}
+	for i, m := range batch {
+		switch err := be.Errs[i]; {
+		case err == nil && held[string(m.Key)]:
+		case err == nil:
 			done = append(done, m.ID)
-		}
-	} else {
-		var be *BatchError
-		if !errors.As(perr, &be) || len(be.Errs) != len(msgs) {
-			r.failed("publish", perr)
-			return 0, perr
-		}
-		// A key whose earlier message failed keeps its later messages too,
-		// even if they were acknowledged: they are sent again after the
-		// failed one, so the key's newest copy arrives in order.
-		held := map[string]bool{}
-		for i, m := range msgs {
-			switch err := be.Errs[i]; {
-			case err == nil && held[string(m.Key)]:
-			case err == nil:
-				done = append(done, m.ID)
-			case errors.Is(err, ErrPermanent):
-				if perr := r.src.Park(pctx, m.ID, err.Error()); perr != nil {
-					r.failed("park", perr)
-					retry = perr
-					continue
-				}
-				r.log.Error("relay parked a message the broker refused", "id", m.ID, "topic", m.Topic, "key", string(m.Key), "err", err)
-				if r.cfg.Hooks.Parked != nil {
-					r.cfg.Hooks.Parked(m, err)
-				}
-			default:
-				held[string(m.Key)] = true
-				retry = err
+		case errors.Is(err, ErrPermanent):
+			if perr := r.src.Park(ctx, m.ID, err.Error()); perr != nil {
+				r.failed("park", perr)
+				retry = perr
+				continue
 			}
-		}
-		if retry != nil {
-			r.failed("publish", retry)
-		}
-	}
-	if len(done) > 0 {
-		if err := r.src.Delete(pctx, done); err != nil {
-			// Published but not deleted: they will be published again.
-			r.failed("delete", err)
-			return 0, err
-		}
-		if r.cfg.Hooks.Published != nil {
-			r.cfg.Hooks.Published(len(done), took, start.Sub(msgs[0].CreatedAt))
+			r.log.Error("relay parked a message the broker refused", "id", m.ID, "topic", m.Topic, "key", string(m.Key), "err", err)
+			if r.cfg.Hooks.Parked != nil {
+				r.cfg.Hooks.Parked(m, err)
+			}
+		default:
+			held[string(m.Key)] = true
+			retry = err
 		}
 	}
-	return len(msgs), retry
+	if retry != nil {
+		r.failed("publish", retry)
+	}
+	return done, retry
 }

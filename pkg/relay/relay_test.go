@@ -24,7 +24,12 @@ import (
 	"github.com/esflow/esflow/pkg/relay/kafkapub"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	if os.Getenv(brokerChildEnv) == "1" {
+		os.Exit(serveBrokerChild()) // BenchmarkDrain's broker process
+	}
+	os.Exit(pgtest.Main(m))
+}
 
 type pipeline struct {
 	app    *application.Application
@@ -58,7 +63,9 @@ func start(t *testing.T, dbURL string, topics map[string]string) *pipeline {
 	p := &pipeline{app: app, broker: b, done: make(chan error, 1)}
 	box := app.Outbox()
 	p.relay, err = relay.New(box, pub, relay.Config{
-		BatchSize: 200, Locker: box, Waker: box,
+		// Small batches: a drain is many full batches, so the relay
+		// fetches each next batch while publishing the current one.
+		BatchSize: 50, Locker: box, Waker: box,
 		Hooks: relay.Hooks{Parked: func(outbox.Message, error) { p.parked.Add(1) }},
 	})
 	if err != nil {
@@ -138,7 +145,7 @@ func TestConcurrentWritersEveryEventInOrder(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			p := start(t, url, nil)
 			ctx := context.Background()
-			const writers, perWriter = 6, 40
+			const writers, perWriter = 6, 100
 			var mu sync.Mutex
 			last := map[uuid.UUID]uint64{}
 			var wg sync.WaitGroup
@@ -257,3 +264,78 @@ func TestRunStopsCleanly(t *testing.T) {
 type nopPublisher struct{}
 
 func (nopPublisher) Publish(context.Context, []outbox.Message) error { return nil }
+
+// flakyPublisher fails, once, the messages of the first call from index
+// from on with a retryable error, publishing only those before it.
+type flakyPublisher struct {
+	relay.Publisher
+	from  int
+	calls atomic.Int64
+}
+
+func (f *flakyPublisher) Publish(ctx context.Context, msgs []outbox.Message) error {
+	if f.calls.Add(1) > 1 || len(msgs) <= f.from {
+		return f.Publisher.Publish(ctx, msgs)
+	}
+	if err := f.Publisher.Publish(ctx, msgs[:f.from]); err != nil {
+		return err
+	}
+	errs := make([]error, len(msgs))
+	for i := f.from; i < len(msgs); i++ {
+		errs[i] = errors.New("injected: broker not available")
+	}
+	return &relay.BatchError{Errs: errs}
+}
+
+// TestFailedBatchDropsPrefetch: when part of a batch fails, the batch the
+// relay fetched meanwhile (which holds later messages of the failed key)
+// is not published; the failed messages go out again first, so the key's
+// versions still arrive in order.
+func TestFailedBatchDropsPrefetch(t *testing.T) {
+	ctx := context.Background()
+	reg := aggregate.NewRegistry()
+	domain.Register(reg)
+	app, err := application.New(ctx, application.Config{DatabaseURL: pgtest.NewDatabase(t), Registry: reg, CreateTables: true, Outbox: &outbox.Builder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	// A backlog of 3 aggregates of 120 events, written before the relay
+	// starts: each aggregate's events have consecutive ids, so the first
+	// batches of 50 hold only the first aggregate.
+	last := map[uuid.UUID]uint64{}
+	for range 3 {
+		w, _ := domain.NewWorld("gods")
+		for i := range 119 {
+			w.MakeItSo(fmt.Sprint("thing ", i))
+		}
+		if err := app.Save(ctx, w); err != nil {
+			t.Fatal(err)
+		}
+		last[w.ID()] = w.Version() - 1
+	}
+	b, err := broker.Start(ctx, broker.Config{Partitions: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	pub, err := kafkapub.New(kafkapub.Config{Brokers: []string{b.Addr()}, AutoCreateTopics: true, Partitions: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	flaky := &flakyPublisher{Publisher: pub, from: 10}
+	box := app.Outbox()
+	r, err := relay.New(box, flaky, relay.Config{BatchSize: 50, Locker: box, Waker: box, MinBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	checkOrder(t, consume(t, b.Addr(), "esflow.World", 360), last)
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -18,7 +19,6 @@ import (
 // Defaults for the zero fields of Config.
 const (
 	DefaultClientID          = "esflow-relay"
-	DefaultBatchTimeout      = time.Millisecond
 	DefaultWriteTimeout      = 10 * time.Second
 	DefaultMaxAttempts       = 3
 	DefaultPartitions        = 8
@@ -39,24 +39,16 @@ type Config struct {
 	// SASL, if not nil, authenticates the connections.
 	SASL sasl.Mechanism
 
-	// BatchTimeout is how long kafka-go waits for a partial per-partition
-	// batch to fill before sending it. Publish sends a slice and waits, so
-	// every call waits about this long: keep it small. Default 1 ms
-	// (kafka-go's own default, 1 s, stalls every call by a second).
-	BatchTimeout time.Duration
-	// BatchSize is the most messages written in one chunk (one produce
-	// request per partition); longer slices are split into chunks sent
-	// one after the other. kafka-go allocates BatchSize message slots per
-	// partition batch, so a large value costs memory clearing on every
-	// call (10000 spent ~30% of the CPU in BenchmarkPublish); the relay's
-	// slices are about this long. Default DefaultBatchSize (1000).
+	// BatchSize is the most messages of one partition sent in one record
+	// batch; a partition's longer share of a Publish call is sent in
+	// several, one after the other. Default DefaultBatchSize (1000).
 	BatchSize int
 	// WriteTimeout bounds one produce request (and the metadata and
 	// topic-creation requests). Default 10 s.
 	WriteTimeout time.Duration
-	// MaxAttempts is how many times kafka-go sends a batch that fails with
-	// a retryable error before giving up; the relay retries after that.
-	// Default 3.
+	// MaxAttempts is how many times a record batch that fails with a
+	// retryable error is sent before Publish reports the failure; the
+	// relay retries after that. Default 3.
 	MaxAttempts int
 
 	// AutoCreateTopics creates a missing topic before the first write to
@@ -72,13 +64,14 @@ type Config struct {
 
 	// MaxMessageBytes is the largest message accepted, counted as kafka-go
 	// counts it (key, value, headers and about 30 bytes of framing), and
-	// the largest total of one per-partition produce batch. A larger
+	// the largest total of one record batch. A larger
 	// message is refused locally as permanent. Keep it at or below the
 	// brokers' message.max.bytes (1048588 by default). Default 1 MiB.
 	MaxMessageBytes int
 
 	// Balancer maps a message to a partition. It must send every message
-	// of one key to one partition. Default kafka.Murmur2Balancer{}, the
+	// of one key to one partition. It is given the message's Topic, Key
+	// and Value (not its headers). Default kafka.Murmur2Balancer{}, the
 	// Java client's and librdkafka's key hash.
 	Balancer kafka.Balancer
 
@@ -98,9 +91,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ClientID == "" {
 		c.ClientID = DefaultClientID
-	}
-	if c.BatchTimeout <= 0 {
-		c.BatchTimeout = DefaultBatchTimeout
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = DefaultBatchSize
@@ -140,11 +130,12 @@ func (c *Config) setDefaults() error {
 type Publisher struct {
 	cfg       Config
 	transport *kafka.Transport
-	writer    *kafka.Writer
+	addr      net.Addr
 	client    *kafka.Client
 
 	// sem holds one token: the right to write. A call whose ctx ended
-	// leaves the token with its background job until kafka-go is done.
+	// leaves the token with its background job until its requests are
+	// settled.
 	sem chan struct{}
 
 	mu           sync.Mutex
@@ -179,27 +170,10 @@ func New(cfg Config) (*Publisher, error) {
 		MetadataTTL: cfg.MetadataTTL,
 	}
 	addr := kafka.TCP(cfg.Brokers...)
-	w := &kafka.Writer{
-		Addr:            addr,
-		Balancer:        cfg.Balancer,
-		MaxAttempts:     cfg.MaxAttempts,
-		WriteBackoffMin: 100 * time.Millisecond,
-		WriteBackoffMax: time.Second,
-		BatchSize:       cfg.BatchSize,
-		BatchBytes:      int64(cfg.MaxMessageBytes),
-		BatchTimeout:    cfg.BatchTimeout,
-		ReadTimeout:     cfg.WriteTimeout,
-		WriteTimeout:    cfg.WriteTimeout,
-		RequiredAcks:    kafka.RequireAll,
-		Transport:       transport,
-		// Topics are created by ensureTopic with the configured
-		// partitions, never by a metadata request with the broker's.
-		AllowAutoTopicCreation: false,
-	}
 	p := &Publisher{
 		cfg:          cfg,
 		transport:    transport,
-		writer:       w,
+		addr:         addr,
 		client:       &kafka.Client{Addr: addr, Transport: transport, Timeout: cfg.WriteTimeout},
 		sem:          make(chan struct{}, 1),
 		known:        map[string]bool{},
@@ -215,12 +189,9 @@ func New(cfg Config) (*Publisher, error) {
 func (p *Publisher) Close() error {
 	p.closeOnce.Do(func() {
 		close(p.done)
-		// Take the write token so no job is running while the writer
-		// closes; it is never given back.
+		// Take the write token so no job is running while the
+		// connections close; it is never given back.
 		<-p.sem
-		if err := p.writer.Close(); err != nil {
-			p.closeErr = fmt.Errorf("kafkapub: close: %w", err)
-		}
 		p.transport.CloseIdleConnections()
 	})
 	return p.closeErr
@@ -232,10 +203,10 @@ func (p *Publisher) Close() error {
 // errors.Is(err, relay.ErrPermanent).
 //
 // If ctx ends first, Publish returns a plain error at once. Messages already
-// handed to kafka-go may still be written after that (at most one produce
-// request per partition, bounded by MaxAttempts×WriteTimeout); no further
-// part of msgs is sent, and the next call waits until kafka-go is done with
-// this one, so per-partition order holds. msgs' byte slices must not be
+// sent may still be written after that (at most one record batch per
+// partition and its retries, bounded by MaxAttempts×WriteTimeout); no
+// further part of msgs is sent, and the next call waits until those
+// requests are settled, so per-partition order holds. msgs' byte slices must not be
 // modified until then.
 func (p *Publisher) Publish(ctx context.Context, msgs []outbox.Message) error {
 	if len(msgs) == 0 {
@@ -316,94 +287,13 @@ func (p *Publisher) publish(ctx context.Context, msgs []outbox.Message, errs []e
 		pending = append(pending, i)
 	}
 
-	// Chunks of at most BatchSize messages and MaxMessageBytes bytes,
-	// written one after the other; a retryable failure stops the rest.
-	for len(pending) > 0 {
-		n, bytes := 0, 0
-		for n < len(pending) && n < p.cfg.BatchSize && bytes+sizes[pending[n]] <= p.cfg.MaxMessageBytes {
-			bytes += sizes[pending[n]]
-			n++
-		}
-		chunk := pending[:n]
-		pending = pending[n:]
-		if err := ctx.Err(); err != nil {
-			markAll(errs, chunk, fmt.Errorf("kafkapub: publish: %w", err))
-			markAll(errs, pending, errNotSent)
-			return
-		}
-		if !p.writeChunk(ctx, msgs, chunk, errs) {
-			markAll(errs, pending, errNotSent)
-			return
-		}
-	}
-}
-
-// writeChunk writes the messages msgs[i] for i in idx and records their
-// outcomes in errs. It reports whether the call may go on: false when any
-// message failed with a retryable error.
-func (p *Publisher) writeChunk(ctx context.Context, msgs []outbox.Message, idx []int, errs []error) bool {
-	kmsgs := make([]kafka.Message, len(idx))
-	for j, i := range idx {
-		kmsgs[j] = toKafka(&msgs[i])
-	}
-	werr := p.write(ctx, kmsgs)
-	if werr == nil {
-		return true
-	}
-	var perMsg kafka.WriteErrors
-	if !errors.As(werr, &perMsg) || len(perMsg) != len(idx) {
-		// The whole chunk failed before anything was sent (metadata,
-		// closed writer, ...).
-		perMsg = make(kafka.WriteErrors, len(idx))
-		for j := range perMsg {
-			perMsg[j] = werr
-		}
-	}
-	ok := true
-	var tooLarge []int // positions in idx refused as a batch too large
-	for j, err := range perMsg {
-		if err == nil {
-			continue
-		}
-		if errors.Is(err, kafka.MessageSizeTooLarge) && len(idx) > 1 {
-			tooLarge = append(tooLarge, j)
-			continue
-		}
-		i := idx[j]
-		errs[i] = p.classify(msgs[i].Topic, err)
-		if !errors.Is(errs[i], relay.ErrPermanent) {
-			ok = false
-		}
-	}
-	// The broker refused whole batches as too large: find out which
-	// messages are too large on their own by sending the refused ones one
-	// at a time, in order.
-	for k, j := range tooLarge {
-		i := idx[j]
-		if !ok {
-			errs[i] = errNotSent
-			continue
-		}
-		if !p.writeChunk(ctx, msgs, []int{i}, errs) {
-			ok = false
-			for _, rest := range tooLarge[k+1:] {
-				errs[idx[rest]] = errNotSent
-			}
-			break
-		}
-	}
-	return ok
-}
-
-// write hands kmsgs to kafka-go and waits for every batch, even past ctx's
-// end: the caller's goroutine returns on ctx, this one keeps the write
-// token until kafka-go has no message of the call in flight. The bound is
-// a backstop; kafka-go's own retries end well before it.
-func (p *Publisher) write(ctx context.Context, kmsgs []kafka.Message) error {
 	bound := time.Duration(p.cfg.MaxAttempts+1) * (p.cfg.WriteTimeout + time.Second)
+	// The requests outlive ctx (up to a backstop bound): the caller's
+	// goroutine returns on ctx, this one keeps the write token until no
+	// message of the call is in flight.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bound)
 	defer cancel()
-	return p.writer.WriteMessages(wctx, kmsgs...)
+	p.produceAll(ctx, wctx, msgs, pending, sizes, errs)
 }
 
 // classify wraps a write error, marking the permanent ones.
@@ -417,9 +307,7 @@ func (p *Publisher) classify(topic string, err error) error {
 	case errors.Is(err, kafka.UnknownTopicOrPartition):
 		// The topic vanished since it was checked: check it again next
 		// time.
-		p.mu.Lock()
-		delete(p.known, topic)
-		p.mu.Unlock()
+		p.forget(topic)
 	}
 	return fmt.Errorf("kafkapub: write to %s: %w", topic, err)
 }
@@ -543,21 +431,17 @@ func (p *Publisher) createTopic(ctx context.Context, topic string) error {
 	}
 }
 
+// forget makes the next call check topic again.
+func (p *Publisher) forget(topic string) {
+	p.mu.Lock()
+	delete(p.known, topic)
+	p.mu.Unlock()
+}
+
 func markAll(errs []error, idx []int, err error) {
 	for _, i := range idx {
 		errs[i] = err
 	}
-}
-
-func toKafka(m *outbox.Message) kafka.Message {
-	km := kafka.Message{Topic: m.Topic, Key: m.Key, Value: m.Value}
-	if len(m.Headers) > 0 {
-		km.Headers = make([]kafka.Header, len(m.Headers))
-		for i, h := range m.Headers {
-			km.Headers[i] = kafka.Header{Key: h.Key, Value: h.Value}
-		}
-	}
-	return km
 }
 
 // messageSize estimates a message's size the way kafka-go's Writer counts
