@@ -60,6 +60,9 @@ type Broker struct {
 
 	mu     sync.RWMutex // held for reading by in-flight admin calls
 	closed bool
+
+	stopReaper context.CancelFunc
+	reaperDone chan struct{}
 }
 
 // Start starts a broker listening on cfg.Addr. The broker runs until Close;
@@ -116,7 +119,16 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		cluster.Close()
 		return nil, fmt.Errorf("broker: expected one listener, got %d", len(addrs))
 	}
-	return &Broker{cluster: cluster, addr: addrs[0], partitions: parts}, nil
+	b := &Broker{cluster: cluster, addr: addrs[0], partitions: parts, reaperDone: make(chan struct{})}
+	r := newReaper()
+	r.watch(cluster)
+	rctx, stop := context.WithCancel(context.Background())
+	b.stopReaper = stop
+	go func() {
+		defer close(b.reaperDone)
+		r.run(rctx, b.addr)
+	}()
+	return b, nil
 }
 
 // loopbackHostPort splits addr and checks that its host is a loopback
@@ -205,6 +217,8 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
+	b.stopReaper()
+	<-b.reaperDone
 	b.cluster.Close()
 	return nil
 }
