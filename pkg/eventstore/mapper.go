@@ -64,8 +64,15 @@ type envelope struct {
 // must still hash to e.Hash (else ErrIntegrity: it was changed after it
 // was triggered).
 func (m *Mapper) Encode(e aggregate.Event) (Record, error) {
-	fail := func(err error) (Record, error) {
-		return Record{}, &Error{Op: "encode", StreamID: e.AggregateID, Position: e.Version, Err: err}
+	r, _, err := m.encode(e)
+	return r, err
+}
+
+// encode is Encode that also returns the payload's JSON (the bytes the
+// record holds and the hash covers), for the outbox message.
+func (m *Mapper) encode(e aggregate.Event) (Record, []byte, error) {
+	fail := func(err error) (Record, []byte, error) {
+		return Record{}, nil, &Error{Op: "encode", StreamID: e.AggregateID, Position: e.Version, Err: err}
 	}
 	if e.Type == "" {
 		e.Type = aggregate.TypeName(e.Payload)
@@ -98,7 +105,7 @@ func (m *Mapper) Encode(e aggregate.Event) (Record, error) {
 	if r.Data, err = m.seal(body, r); err != nil {
 		return fail(err)
 	}
-	return r, nil
+	return r, payload, nil
 }
 
 // Decode maps a record back to its event: it decrypts and decompresses,
@@ -113,12 +120,31 @@ func (m *Mapper) Decode(r Record) (aggregate.Event, error) {
 		return fail(err)
 	}
 	var env envelope
+	if decodeEnvelopeFast(body, &env) {
+		// Accepted only when everything succeeds, the payload's JSON
+		// decode included (see decodeEnvelopeFast); any failure is
+		// decoded again below so the error is encoding/json's.
+		if e, err := m.event(r, &env); err == nil {
+			return e, nil
+		}
+		env = envelope{}
+	}
 	if err := json.Unmarshal(body, &env); err != nil {
 		return fail(fmt.Errorf("%w: envelope: %v", ErrIntegrity, err))
 	}
+	e, err := m.event(r, &env)
+	if err != nil {
+		return fail(err)
+	}
+	return e, nil
+}
+
+// event builds the event of record r from its decoded envelope, checking
+// its hash.
+func (m *Mapper) event(r Record, env *envelope) (aggregate.Event, error) {
 	t, err := time.Parse(aggregate.TimeFormat, env.Time)
 	if err != nil {
-		return fail(fmt.Errorf("%w: time: %v", ErrIntegrity, err))
+		return aggregate.Event{}, fmt.Errorf("%w: time: %v", ErrIntegrity, err)
 	}
 	e := aggregate.Event{
 		ID: env.ID, AggregateID: r.StreamID, AggregateType: env.AggregateType, Version: r.Position,
@@ -128,10 +154,10 @@ func (m *Mapper) Decode(r Record) (aggregate.Event, error) {
 		e.Metadata = *env.Metadata
 	}
 	if env.Hash != "" && aggregate.HashEvent(e, env.Payload) != env.Hash {
-		return fail(fmt.Errorf("%w: event hash does not match its content (tampered record?)", ErrIntegrity))
+		return aggregate.Event{}, fmt.Errorf("%w: event hash does not match its content (tampered record?)", ErrIntegrity)
 	}
 	if e.Payload, err = m.Registry.Decode(r.Topic, env.Schema, env.Payload); err != nil {
-		return fail(err)
+		return aggregate.Event{}, err
 	}
 	return e, nil
 }

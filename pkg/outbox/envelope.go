@@ -3,7 +3,6 @@ package outbox
 import (
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -74,8 +73,6 @@ type Router struct {
 	EventTopics map[string]string
 }
 
-var legalTopic = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
-
 // Topic returns the topic for an event, or an error matching ErrUnroutable
 // when the result is not a legal Kafka topic name.
 func (r Router) Topic(e aggregate.Event) (string, error) {
@@ -90,10 +87,27 @@ func (r Router) Topic(e aggregate.Event) (string, error) {
 		}
 		topic = prefix + e.AggregateType
 	}
-	if !legalTopic.MatchString(topic) || topic == "." || topic == ".." {
+	if !legalTopic(topic) {
 		return "", fmt.Errorf("%w: event %s of %q: topic %q is not a legal Kafka topic name", ErrUnroutable, e.Type, e.AggregateType, topic)
 	}
 	return topic, nil
+}
+
+// legalTopic reports whether s is a legal Kafka topic name: 1 to 249 of
+// [a-zA-Z0-9._-], and not "." or "..". (A loop, not a regexp: every
+// saved event's topic is checked.)
+func legalTopic(s string) bool {
+	if len(s) == 0 || len(s) > 249 || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Builder turns domain events into outbox messages. The event store calls
@@ -114,58 +128,122 @@ type Builder struct {
 func (b *Builder) Messages(events []aggregate.Event, stored [][]byte, encrypted bool) ([]Message, error) {
 	msgs := make([]Message, len(events))
 	for i, e := range events {
-		topic, err := b.Router.Topic(e)
-		if err != nil {
-			return nil, err
-		}
-		env := Envelope{
-			EventID: e.ID, EventType: e.Type, AggregateID: e.AggregateID, AggregateType: e.AggregateType,
-			AggregateVersion: e.Version, Timestamp: e.Time.UTC(), SchemaVersion: 1,
-			PreviousHash: e.PreviousHash, Hash: e.Hash,
-		}
-		if b.Registry != nil {
-			env.SchemaVersion = max(b.Registry.CurrentVersion(e.Type), 1)
-		}
-		if e.Metadata.CorrelationID != "" || e.Metadata.CausationID != "" || len(e.Metadata.Values) > 0 {
-			md := e.Metadata
-			env.Metadata = &md
-		}
-		contentType := ContentTypeJSON
+		var data []byte
 		if b.KeepEncrypted && encrypted {
-			env.Encrypted = stored[i]
-			contentType = ContentTypeEncrypted
-		} else if env.Payload, err = aggregate.MarshalPayload(e.Payload); err != nil {
+			data = stored[i]
+		}
+		m, err := b.Message(e, nil, data, encrypted)
+		if err != nil {
 			return nil, err
 		}
-		value, err := marshalEnvelope(&env)
-		if err != nil {
-			return nil, fmt.Errorf("outbox: encode envelope: %w", err)
-		}
-		key := []byte(e.AggregateID.String())
-		headers := []Header{
-			{HeaderEventID, []byte(e.ID.String())},
-			{HeaderEventType, []byte(e.Type)},
-			{HeaderAggregateID, key},
-			{HeaderAggregateType, []byte(e.AggregateType)},
-			{HeaderAggregateVersion, strconv.AppendUint(nil, e.Version, 10)},
-			{HeaderTimestamp, []byte(e.Time.UTC().Format(aggregate.TimeFormat))},
-			{HeaderContentType, []byte(contentType)},
-		}
-		if e.Metadata.CorrelationID != "" {
-			headers = append(headers, Header{HeaderCorrelationID, []byte(e.Metadata.CorrelationID)})
-		}
-		if e.Metadata.CausationID != "" {
-			headers = append(headers, Header{HeaderCausationID, []byte(e.Metadata.CausationID)})
-		}
-		for _, k := range []string{"traceparent", "tracestate", "baggage"} {
-			if v, ok := e.Metadata.Values[k]; ok {
-				headers = append(headers, Header{k, []byte(v)})
-			}
-		}
-		msgs[i] = Message{Topic: topic, Key: key, Value: value, Headers: headers}
+		msgs[i] = m
 	}
 	return msgs, nil
 }
+
+// Message returns the message of one event. payload, when not nil, must
+// be aggregate.MarshalPayload(e.Payload): the event store passes the
+// bytes it has just encoded and hashed, so the payload is not encoded a
+// second time; nil encodes it here. stored and encrypted are the event's
+// stored record data and whether it is encrypted, as for [Builder.Messages].
+func (b *Builder) Message(e aggregate.Event, payload, stored []byte, encrypted bool) (Message, error) {
+	topic, err := b.Router.Topic(e)
+	if err != nil {
+		return Message{}, err
+	}
+	env := Envelope{
+		EventID: e.ID, EventType: e.Type, AggregateID: e.AggregateID, AggregateType: e.AggregateType,
+		AggregateVersion: e.Version, Timestamp: e.Time.UTC(), SchemaVersion: 1,
+		PreviousHash: e.PreviousHash, Hash: e.Hash,
+	}
+	if b.Registry != nil {
+		env.SchemaVersion = max(b.Registry.CurrentVersion(e.Type), 1)
+	}
+	if e.Metadata.CorrelationID != "" || e.Metadata.CausationID != "" || len(e.Metadata.Values) > 0 {
+		md := e.Metadata
+		env.Metadata = &md
+	}
+	contentType := ContentTypeJSON
+	switch {
+	case b.KeepEncrypted && encrypted:
+		env.Encrypted = stored
+		contentType = ContentTypeEncrypted
+	case payload != nil:
+		env.Payload = payload
+	default:
+		if env.Payload, err = aggregate.MarshalPayload(e.Payload); err != nil {
+			return Message{}, err
+		}
+	}
+	value, err := marshalEnvelope(&env)
+	if err != nil {
+		return Message{}, fmt.Errorf("outbox: encode envelope: %w", err)
+	}
+	// The header values and the key share one allocation; each is capped
+	// at its own length, so appending to one cannot overwrite another.
+	buf := make([]byte, 0, 2*36+len(e.Type)+len(e.AggregateType)+20+len(timeLayoutMax)+len(contentType))
+	field := func(from int) []byte { return buf[from:len(buf):len(buf)] }
+	n := len(buf)
+	buf = appendUUID(buf, e.ID)
+	eventID := field(n)
+	n = len(buf)
+	buf = append(buf, e.Type...)
+	eventType := field(n)
+	n = len(buf)
+	buf = appendUUID(buf, e.AggregateID)
+	key := field(n)
+	n = len(buf)
+	buf = append(buf, e.AggregateType...)
+	aggType := field(n)
+	n = len(buf)
+	buf = strconv.AppendUint(buf, e.Version, 10)
+	version := field(n)
+	n = len(buf)
+	buf = env.Timestamp.AppendFormat(buf, aggregate.TimeFormat)
+	ts := field(n)
+	n = len(buf)
+	buf = append(buf, contentType...)
+	ct := field(n)
+
+	// Metadata values published as headers of their own.
+	traceHeaders := [...]string{"traceparent", "tracestate", "baggage"}
+	extra := 0
+	if e.Metadata.CorrelationID != "" {
+		extra++
+	}
+	if e.Metadata.CausationID != "" {
+		extra++
+	}
+	for _, k := range traceHeaders {
+		if _, ok := e.Metadata.Values[k]; ok {
+			extra++
+		}
+	}
+	headers := make([]Header, 7, 7+extra)
+	headers[0] = Header{HeaderEventID, eventID}
+	headers[1] = Header{HeaderEventType, eventType}
+	headers[2] = Header{HeaderAggregateID, key}
+	headers[3] = Header{HeaderAggregateType, aggType}
+	headers[4] = Header{HeaderAggregateVersion, version}
+	headers[5] = Header{HeaderTimestamp, ts}
+	headers[6] = Header{HeaderContentType, ct}
+	if e.Metadata.CorrelationID != "" {
+		headers = append(headers, Header{HeaderCorrelationID, []byte(e.Metadata.CorrelationID)})
+	}
+	if e.Metadata.CausationID != "" {
+		headers = append(headers, Header{HeaderCausationID, []byte(e.Metadata.CausationID)})
+	}
+	for _, k := range traceHeaders {
+		if v, ok := e.Metadata.Values[k]; ok {
+			headers = append(headers, Header{k, []byte(v)})
+		}
+	}
+	return Message{Topic: topic, Key: key, Value: value, Headers: headers}, nil
+}
+
+// timeLayoutMax is as long as the longest timestamp aggregate.TimeFormat
+// writes for years 0–9999 (a buffer size hint).
+const timeLayoutMax = "2006-01-02T15:04:05.999999999-07:00"
 
 // DecodeEnvelope parses a published value.
 func DecodeEnvelope(value []byte) (Envelope, error) {

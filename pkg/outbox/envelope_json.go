@@ -13,8 +13,9 @@ import (
 // that). Every saved event's message is encoded here, and reflection plus
 // re-validating the payload made json.Marshal the largest client cost of
 // a save (39% of its CPU at 100 events per transaction). The payload is
-// not re-validated: the Builder fills it from json.Marshal, so it is
-// compact, valid and HTML-escaped already. Anything unusual (a timestamp
+// not re-validated: it comes from aggregate.MarshalPayload (the Builder's
+// own call, or the event store's, see Builder.Message), so it is compact,
+// valid and HTML-escaped already. Anything unusual (a timestamp
 // outside years 0–9999) goes through json.Marshal.
 func marshalEnvelope(env *Envelope) ([]byte, error) {
 	if y := env.Timestamp.Year(); y < 0 || y > 9999 {

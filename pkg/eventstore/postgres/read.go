@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"strconv"
@@ -53,21 +54,66 @@ func (s *Store) ReadStream(ctx context.Context, streamID uuid.UUID, q eventstore
 	if err != nil {
 		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
 	}
+	out, err := scanStream(rows, streamID)
+	if err != nil {
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+	}
+	return out, nil
+}
+
+// scanStream collects the (position, topic, data) rows of one stream.
+//
+// Loading a big aggregate reads thousands of rows, so rows in the binary
+// format pgx asks for are taken from their raw bytes: the data of many
+// rows is copied into one shared buffer (each record's Data capped at its
+// own length) and a topic equal to the previous row's is not allocated
+// again. Any other format goes through Scan.
+func scanStream(rows pgx.Rows, streamID uuid.UUID) ([]eventstore.Record, error) {
+	defer rows.Close()
 	out := make([]eventstore.Record, 0, 16)
 	var (
 		pos   int64
 		topic string
 		data  []byte
+		arena []byte
 	)
-	_, err = pgx.ForEachRow(rows, []any{&pos, &topic, &data}, func() error {
-		out = append(out, eventstore.Record{StreamID: streamID, Position: uint64(pos), Topic: topic, Data: data})
-		data = nil // Scan would otherwise reuse the buffer
-		return nil
-	})
-	if err != nil {
-		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+	for rows.Next() {
+		raw := rows.RawValues()
+		if !binaryStreamRow(rows.FieldDescriptions(), raw) {
+			if err := rows.Scan(&pos, &topic, &data); err != nil {
+				return nil, err
+			}
+			out = append(out, eventstore.Record{StreamID: streamID, Position: uint64(pos), Topic: topic, Data: data})
+			data = nil // Scan would otherwise reuse the buffer
+			continue
+		}
+		pos = int64(binary.BigEndian.Uint64(raw[0]))
+		if topic != string(raw[1]) {
+			topic = string(raw[1])
+		}
+		if cap(arena)-len(arena) < len(raw[2]) {
+			// Chunks double up to 64 KiB: a short stream does not pay
+			// for a big buffer, a long one allocates rarely.
+			arena = make([]byte, 0, max(min(2*cap(arena), 64<<10), 2*len(raw[2])))
+		}
+		from := len(arena)
+		arena = append(arena, raw[2]...)
+		out = append(out, eventstore.Record{StreamID: streamID, Position: uint64(pos), Topic: topic, Data: arena[from:len(arena):len(arena)]})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// binaryStreamRow reports whether a (position, topic, data) row is in the
+// form scanStream reads from raw bytes: a binary bigint, non-NULL text
+// and a binary, non-NULL bytea.
+func binaryStreamRow(fds []pgconn.FieldDescription, raw [][]byte) bool {
+	return len(fds) == 3 && len(raw) == 3 &&
+		fds[0].Format == pgx.BinaryFormatCode && fds[0].DataTypeOID == pgtype.Int8OID && len(raw[0]) == 8 &&
+		(fds[1].DataTypeOID == pgtype.TextOID || fds[1].DataTypeOID == pgtype.VarcharOID) && raw[1] != nil &&
+		fds[2].Format == pgx.BinaryFormatCode && fds[2].DataTypeOID == pgtype.ByteaOID && raw[2] != nil
 }
 
 // ReadNotifications returns records in global order with ID >= q.Start,

@@ -24,10 +24,12 @@ type queries struct {
 	appendBoth, appendMsgs string
 	// appendValues[r][m] writes r records and m messages with VALUES lists
 	// of scalar parameters (see valuesSQL); r in 1..maxValuesRows.
-	appendValues                [maxValuesRows + 1][maxValuesRows + 1]string
-	fetch, del, backlog, parked string
-	park                        string
-	streamKey                   string // raw constraint name of the events table
+	// appendValuesUnchecked is the same for records none of which needs
+	// its predecessor checked (see valuesSQL).
+	appendValues, appendValuesUnchecked [maxValuesRows + 1][maxValuesRows + 1]string
+	fetch, del, backlog, parked         string
+	park                                string
+	streamKey                           string // raw constraint name of the events table
 }
 
 func buildQueries(s eventstore.Schema, table string) queries {
@@ -38,10 +40,11 @@ func buildQueries(s eventstore.Schema, table string) queries {
     SELECT m.topic, m.key, m.value, m.headers, m.key_hash
     FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int[]) WITH ORDINALITY AS m(topic, key, value, headers, key_hash, ord)
     ORDER BY m.ord`
-	var values [maxValuesRows + 1][maxValuesRows + 1]string
+	var values, unchecked [maxValuesRows + 1][maxValuesRows + 1]string
 	for r := 1; r <= maxValuesRows; r++ {
 		for m := 0; m <= maxValuesRows; m++ {
-			values[r][m] = valuesSQL(s, table, r, m)
+			values[r][m] = valuesSQL(s, table, r, m, true)
+			unchecked[r][m] = valuesSQL(s, table, r, m, false)
 		}
 	}
 	shard := `parked_at IS NULL AND ($1::int <= 1 OR key_hash % $1::int = $2::int)`
@@ -65,8 +68,9 @@ func buildQueries(s eventstore.Schema, table string) queries {
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM m)`,
-		appendMsgs:   msgInsert,
-		appendValues: values,
+		appendMsgs:            msgInsert,
+		appendValues:          values,
+		appendValuesUnchecked: unchecked,
 		fetch: `SELECT id, topic, key, value, headers, created_at FROM ` + ob + `
 WHERE ` + shard + `
 ORDER BY id
@@ -101,8 +105,16 @@ const maxValuesRows = 8
 // record (stream, position, topic, data, nocheck). nocheck is true for a
 // record whose predecessor needs no check (not its stream's first in the
 // batch, or at position 0). Rows are inserted in batch order (ORDER BY
-// ord), so seq follows the batch order, as NOTIFICATIONS.md needs.
-func valuesSQL(s eventstore.Schema, table string, r, m int) string {
+// ord), so seq follows the batch order, as NOTIFICATIONS.md needs. A
+// single row has no order to keep, and its statement has no ORDER BY
+// (a Sort node sets up a tuplesort on every execution).
+//
+// Without check (all records have nocheck true: every new aggregate's
+// save, and any save whose streams start at position 0) the statement
+// has neither the nocheck parameter nor the CASE with its EXISTS
+// subquery, which the executor would otherwise set up on every
+// execution: four parameters per record.
+func valuesSQL(s eventstore.Schema, table string, r, m int, check bool) string {
 	q := eventstore.Quote
 	ev, sid, pos, top, dat := q(s.Table), q(s.StreamIDColumn), q(s.PositionColumn), q(s.TopicColumn), q(s.DataColumn)
 	var b strings.Builder
@@ -131,32 +143,51 @@ func valuesSQL(s eventstore.Schema, table string, r, m int) string {
 	if m > 0 {
 		b.WriteString("WITH m AS (\n    INSERT INTO " + q(table) + " (topic, key, value, headers, key_hash)\n    SELECT v.topic, v.key, v.value, v.headers, v.key_hash\n    FROM (VALUES ")
 		rows(m, []string{"text", "bytea", "bytea", "bytea", "int"})
-		b.WriteString(") AS v(ord, topic, key, value, headers, key_hash)\n    ORDER BY v.ord\n)\n")
+		b.WriteString(") AS v(ord, topic, key, value, headers, key_hash)")
+		if m > 1 {
+			b.WriteString("\n    ORDER BY v.ord")
+		}
+		b.WriteString("\n)\n")
 	}
 	b.WriteString("INSERT INTO " + ev + " (" + sid + ", " + pos + ", " + top + ", " + dat + ")\n")
+	if !check {
+		b.WriteString("SELECT r.sid, r.pos, r.topic, r.data\nFROM (VALUES ")
+		rows(r, []string{"uuid", "bigint", "text", "bytea"})
+		b.WriteString(") AS r(ord, sid, pos, topic, data)")
+		if r > 1 {
+			b.WriteString("\nORDER BY r.ord")
+		}
+		return b.String()
+	}
 	b.WriteString("SELECT r.sid,\n    CASE WHEN r.nocheck OR EXISTS (\n        SELECT 1 FROM " + ev + " x WHERE x." + sid + " = r.sid AND x." + pos + " = r.pos - 1)\n")
 	b.WriteString("    THEN r.pos ELSE " + q(table+"_chain_guard") + "(r.sid, r.pos) END,\n    r.topic, r.data\nFROM (VALUES ")
 	rows(r, []string{"uuid", "bigint", "text", "bytea", "bool"})
-	b.WriteString(") AS r(ord, sid, pos, topic, data, nocheck)\nORDER BY r.ord")
+	b.WriteString(") AS r(ord, sid, pos, topic, data, nocheck)")
+	if r > 1 {
+		b.WriteString("\nORDER BY r.ord")
+	}
 	return b.String()
 }
 
-// valuesArgs are the parameters of valuesSQL for the batch.
-func valuesArgs(records []eventstore.Record, msgs []outbox.Message) ([]any, error) {
+// valuesArgs are the parameters of valuesSQL for the batch, and whether
+// any record needs its predecessor checked (the statement with check).
+func valuesArgs(records []eventstore.Record, msgs []outbox.Message) ([]any, bool, error) {
 	args := make([]any, 0, 5*(len(msgs)+len(records)))
 	for i, m := range msgs {
 		if m.Topic == "" {
-			return nil, fmt.Errorf("outbox/postgres: append: %w: message %d has no topic", outbox.ErrUnroutable, i)
+			return nil, false, fmt.Errorf("outbox/postgres: append: %w: message %d has no topic", outbox.ErrUnroutable, i)
 		}
 		h, err := outbox.EncodeHeaders(m.Headers)
 		if err != nil {
-			return nil, fmt.Errorf("outbox/postgres: append: message %d: %w", i, err)
+			return nil, false, fmt.Errorf("outbox/postgres: append: message %d: %w", i, err)
 		}
 		args = append(args, m.Topic, m.Key, m.Value, h, outbox.KeyHash(m.Key))
 	}
+	nocheck := make([]bool, len(records))
+	check := false
 	for i, r := range records {
 		if r.Position > math.MaxInt64 {
-			return nil, &eventstore.Error{Op: "append", StreamID: r.StreamID, Position: r.Position,
+			return nil, false, &eventstore.Error{Op: "append", StreamID: r.StreamID, Position: r.Position,
 				Err: fmt.Errorf("%w: position exceeds the bigint range", eventstore.ErrInvalidRecord)}
 		}
 		first := true
@@ -166,13 +197,20 @@ func valuesArgs(records []eventstore.Record, msgs []outbox.Message) ([]any, erro
 				break
 			}
 		}
+		nocheck[i] = !first || r.Position == 0
+		check = check || !nocheck[i]
+	}
+	for i, r := range records {
 		data := r.Data
 		if data == nil {
 			data = []byte{}
 		}
-		args = append(args, pgtype.UUID{Bytes: r.StreamID, Valid: true}, int64(r.Position), r.Topic, data, !first || r.Position == 0)
+		args = append(args, pgtype.UUID{Bytes: r.StreamID, Valid: true}, int64(r.Position), r.Topic, data)
+		if check {
+			args = append(args, nocheck[i])
+		}
 	}
-	return args, nil
+	return args, check, nil
 }
 
 // msgArgs are the column arrays of the messages of one append.
@@ -275,11 +313,15 @@ func (o *Outbox) AppendWithOutbox(ctx context.Context, records []eventstore.Reco
 
 // appendValues is AppendWithOutbox for a small batch (see maxValuesRows).
 func (o *Outbox) appendValues(ctx context.Context, records []eventstore.Record, msgs []outbox.Message) error {
-	args, err := valuesArgs(records, msgs)
+	args, check, err := valuesArgs(records, msgs)
 	if err != nil {
 		return err
 	}
-	tag, err := o.pool.Exec(ctx, o.q.appendValues[len(records)][len(msgs)], args...)
+	sql := o.q.appendValuesUnchecked[len(records)][len(msgs)]
+	if check {
+		sql = o.q.appendValues[len(records)][len(msgs)]
+	}
+	tag, err := o.pool.Exec(ctx, sql, args...)
 	if err != nil {
 		return o.appendError(records, err)
 	}
