@@ -18,8 +18,10 @@ import (
 // Kafka broker expires such a member after its session timeout. The
 // reaper does the same from outside kfake: it watches every request that
 // proves a member alive, and removes (LeaveGroup on its behalf) a member
-// of a Stable group that has sent nothing for longer than its session
-// timeout plus reapGrace.
+// that has sent nothing for longer than its session timeout (or, during a
+// rebalance, its rebalance timeout plus the client's margin) plus
+// reapGrace; dead members also stall rebalances in kfake, each new join
+// restarting the wait for them.
 const (
 	reapInterval = time.Second
 	reapGrace    = 2 * time.Second
@@ -30,8 +32,9 @@ const (
 type memberKey struct{ group, member string }
 
 type memberSeen struct {
-	last    time.Time
-	session time.Duration
+	last      time.Time
+	session   time.Duration
+	rebalance time.Duration
 }
 
 type reaper struct {
@@ -49,13 +52,14 @@ func (r *reaper) watch(c *kfake.Cluster) {
 	observe := func(req kmsg.Request) (kmsg.Response, error, bool) {
 		switch q := req.(type) {
 		case *kmsg.JoinGroupRequest:
-			r.alive(q.Group, q.MemberID, time.Duration(q.SessionTimeoutMillis)*time.Millisecond)
+			r.alive(q.Group, q.MemberID, time.Duration(q.SessionTimeoutMillis)*time.Millisecond,
+				time.Duration(q.RebalanceTimeoutMillis)*time.Millisecond)
 		case *kmsg.SyncGroupRequest:
-			r.alive(q.Group, q.MemberID, 0)
+			r.alive(q.Group, q.MemberID, 0, 0)
 		case *kmsg.HeartbeatRequest:
-			r.alive(q.Group, q.MemberID, 0)
+			r.alive(q.Group, q.MemberID, 0, 0)
 		case *kmsg.OffsetCommitRequest:
-			r.alive(q.Group, q.MemberID, 0)
+			r.alive(q.Group, q.MemberID, 0, 0)
 		case *kmsg.LeaveGroupRequest:
 			r.forget(q.Group, q.MemberID)
 			for _, m := range q.Members {
@@ -69,7 +73,7 @@ func (r *reaper) watch(c *kfake.Cluster) {
 	}
 }
 
-func (r *reaper) alive(group, member string, session time.Duration) {
+func (r *reaper) alive(group, member string, session, rebalance time.Duration) {
 	if member == "" {
 		return
 	}
@@ -81,6 +85,9 @@ func (r *reaper) alive(group, member string, session time.Duration) {
 	if session > 0 {
 		s.session = session
 	}
+	if rebalance > 0 {
+		s.rebalance = rebalance
+	}
 	r.seen[k] = s
 }
 
@@ -90,10 +97,13 @@ func (r *reaper) forget(group, member string) {
 	delete(r.seen, memberKey{group, member})
 }
 
-// expired returns the members of a Stable group that have been silent
-// for longer than their session timeout plus reapGrace. A member seen
-// for the first time starts its clock now.
-func (r *reaper) expired(group string, members []string) []string {
+// expired returns the members of a group that have been silent for
+// longer than their session timeout plus reapGrace (stable) or, while
+// the group rebalances, than their rebalance timeout plus the 5 s a
+// client waits on top before it sends a new JoinGroup (a live member
+// waiting in JoinGroup sends nothing meanwhile). A member seen for the
+// first time starts its clock now.
+func (r *reaper) expired(group string, stable bool, members []string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
@@ -105,11 +115,18 @@ func (r *reaper) expired(group string, members []string) []string {
 			r.seen[k] = memberSeen{last: now}
 			continue
 		}
-		session := s.session
-		if session == 0 {
-			session = defaultSession
+		limit := s.session
+		if limit == 0 {
+			limit = defaultSession
 		}
-		if now.Sub(s.last) > session+reapGrace {
+		if !stable {
+			rebalance := s.rebalance
+			if rebalance == 0 {
+				rebalance = defaultSession
+			}
+			limit = max(limit, rebalance+5*time.Second)
+		}
+		if now.Sub(s.last) > limit+reapGrace {
 			out = append(out, m)
 		}
 	}
@@ -145,14 +162,14 @@ func (r *reaper) sweep(ctx context.Context, c *kafka.Client) {
 		return
 	}
 	for _, g := range desc.Groups {
-		if g.Error != nil || g.GroupState != "Stable" {
+		if g.Error != nil || g.GroupState == "Empty" || g.GroupState == "Dead" {
 			continue
 		}
 		members := make([]string, 0, len(g.Members))
 		for _, m := range g.Members {
 			members = append(members, m.MemberID)
 		}
-		dead := r.expired(g.GroupID, members)
+		dead := r.expired(g.GroupID, g.GroupState == "Stable", members)
 		if len(dead) == 0 {
 			continue
 		}

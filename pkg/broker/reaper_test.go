@@ -143,3 +143,36 @@ func receive(t *testing.T, conn net.Conn) []byte {
 	}
 	return body[4:]
 }
+
+func TestReaperThresholds(t *testing.T) {
+	now := time.Unix(1000, 0)
+	r := newReaper()
+	r.now = func() time.Time { return now }
+	r.alive("g", "live", 10*time.Second, 10*time.Second)
+	r.alive("g", "dead", 10*time.Second, 10*time.Second)
+	if got := r.expired("g", true, []string{"live", "dead", "unseen"}); len(got) != 0 {
+		t.Fatalf("expired at once: %v", got)
+	}
+	now = now.Add(11 * time.Second)
+	r.alive("g", "live", 0, 0) // a heartbeat
+	if got := r.expired("g", true, []string{"live", "dead", "unseen"}); len(got) != 0 {
+		t.Fatalf("expired within session+grace: %v", got)
+	}
+	now = now.Add(2 * time.Second) // dead silent for 13s > 10s+2s
+	if got := r.expired("g", true, []string{"live", "dead"}); len(got) != 1 || got[0] != "dead" {
+		t.Fatalf("stable group: expired %v, want [dead]", got)
+	}
+	// While rebalancing a live member may wait in JoinGroup for its
+	// rebalance timeout plus the client's 5s: 13s of silence is not death.
+	if got := r.expired("g", false, []string{"dead"}); len(got) != 0 {
+		t.Fatalf("rebalancing group: expired %v after 13s", got)
+	}
+	now = now.Add(5 * time.Second) // 18s > 10s+5s+2s
+	if got := r.expired("g", false, []string{"dead"}); len(got) != 1 {
+		t.Fatalf("rebalancing group: expired %v after 18s, want [dead]", got)
+	}
+	r.forget("g", "dead")
+	if got := r.expired("g", true, []string{"dead"}); len(got) != 0 {
+		t.Fatalf("a forgotten member restarts its clock: %v", got)
+	}
+}
