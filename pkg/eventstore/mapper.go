@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/flate"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/esflow/esflow/internal/jsonenc"
 	"github.com/esflow/esflow/pkg/aggregate"
 )
 
@@ -169,18 +169,18 @@ func (m *Mapper) event(r Record, env *envelope) (aggregate.Event, error) {
 // the hot path.
 func (env *envelope) appendJSON(b []byte) ([]byte, error) {
 	b = append(b, `{"id":"`...)
-	b = appendUUID(b, env.ID)
+	b = jsonenc.AppendUUID(b, env.ID)
 	b = append(b, '"')
 	if env.AggregateType != "" {
 		b = append(b, `,"aggregate_type":`...)
-		b = appendJSONString(b, env.AggregateType)
+		b = jsonenc.AppendString(b, env.AggregateType)
 	}
 	if env.Schema != 0 {
 		b = append(b, `,"schema":`...)
 		b = strconv.AppendInt(b, int64(env.Schema), 10)
 	}
 	b = append(b, `,"time":`...)
-	b = appendJSONString(b, env.Time)
+	b = jsonenc.AppendString(b, env.Time)
 	if env.Metadata != nil {
 		md, err := json.Marshal(env.Metadata)
 		if err != nil {
@@ -190,11 +190,11 @@ func (env *envelope) appendJSON(b []byte) ([]byte, error) {
 	}
 	if env.PreviousHash != "" {
 		b = append(b, `,"previous_hash":`...)
-		b = appendJSONString(b, env.PreviousHash)
+		b = jsonenc.AppendString(b, env.PreviousHash)
 	}
 	if env.Hash != "" {
 		b = append(b, `,"hash":`...)
-		b = appendJSONString(b, env.Hash)
+		b = jsonenc.AppendString(b, env.Hash)
 	}
 	b = append(b, `,"payload":`...)
 	if len(env.Payload) == 0 {
@@ -203,36 +203,6 @@ func (env *envelope) appendJSON(b []byte) ([]byte, error) {
 		b = append(b, env.Payload...)
 	}
 	return append(b, '}'), nil
-}
-
-// appendUUID appends the canonical text form of id.
-func appendUUID(b []byte, id uuid.UUID) []byte {
-	var buf [36]byte
-	hex.Encode(buf[0:8], id[0:4])
-	buf[8] = '-'
-	hex.Encode(buf[9:13], id[4:6])
-	buf[13] = '-'
-	hex.Encode(buf[14:18], id[6:8])
-	buf[18] = '-'
-	hex.Encode(buf[19:23], id[8:10])
-	buf[23] = '-'
-	hex.Encode(buf[24:], id[10:])
-	return append(b, buf[:]...)
-}
-
-// appendJSONString appends s as encoding/json writes it: printable ASCII
-// without quotes, backslashes or HTML-special characters is copied as is,
-// anything else goes through encoding/json.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // associatedData binds a ciphertext to the row it was written for.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/esflow/esflow/internal/jsonenc"
 	"github.com/esflow/esflow/pkg/aggregate"
 )
 
@@ -184,13 +185,13 @@ func (b *Builder) Message(e aggregate.Event, payload, stored []byte, encrypted b
 	buf := make([]byte, 0, 2*36+len(e.Type)+len(e.AggregateType)+20+len(timeLayoutMax)+len(contentType))
 	field := func(from int) []byte { return buf[from:len(buf):len(buf)] }
 	n := len(buf)
-	buf = appendUUID(buf, e.ID)
+	buf = jsonenc.AppendUUID(buf, e.ID)
 	eventID := field(n)
 	n = len(buf)
 	buf = append(buf, e.Type...)
 	eventType := field(n)
 	n = len(buf)
-	buf = appendUUID(buf, e.AggregateID)
+	buf = jsonenc.AppendUUID(buf, e.AggregateID)
 	key := field(n)
 	n = len(buf)
 	buf = append(buf, e.AggregateType...)

@@ -2,11 +2,10 @@ package outbox
 
 import (
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"strconv"
 
-	"github.com/google/uuid"
+	"github.com/esflow/esflow/internal/jsonenc"
 )
 
 // marshalEnvelope returns exactly json.Marshal(env) (a test holds it to
@@ -23,13 +22,13 @@ func marshalEnvelope(env *Envelope) ([]byte, error) {
 	}
 	b := make([]byte, 0, 320+len(env.Payload)+base64.StdEncoding.EncodedLen(len(env.Encrypted)))
 	b = append(b, `{"event_id":"`...)
-	b = appendUUID(b, env.EventID)
+	b = jsonenc.AppendUUID(b, env.EventID)
 	b = append(b, `","event_type":`...)
-	b = appendJSONString(b, env.EventType)
+	b = jsonenc.AppendString(b, env.EventType)
 	b = append(b, `,"aggregate_id":"`...)
-	b = appendUUID(b, env.AggregateID)
+	b = jsonenc.AppendUUID(b, env.AggregateID)
 	b = append(b, `","aggregate_type":`...)
-	b = appendJSONString(b, env.AggregateType)
+	b = jsonenc.AppendString(b, env.AggregateType)
 	b = append(b, `,"aggregate_version":`...)
 	b = strconv.AppendUint(b, env.AggregateVersion, 10)
 	b = append(b, `,"timestamp":"`...)
@@ -45,11 +44,11 @@ func marshalEnvelope(env *Envelope) ([]byte, error) {
 	}
 	if env.PreviousHash != "" {
 		b = append(b, `,"previous_hash":`...)
-		b = appendJSONString(b, env.PreviousHash)
+		b = jsonenc.AppendString(b, env.PreviousHash)
 	}
 	if env.Hash != "" {
 		b = append(b, `,"hash":`...)
-		b = appendJSONString(b, env.Hash)
+		b = jsonenc.AppendString(b, env.Hash)
 	}
 	if len(env.Payload) > 0 {
 		b = append(append(b, `,"payload":`...), env.Payload...)
@@ -60,36 +59,6 @@ func marshalEnvelope(env *Envelope) ([]byte, error) {
 		b = append(b, '"')
 	}
 	return append(b, '}'), nil
-}
-
-// appendUUID appends the canonical text form of id.
-func appendUUID(b []byte, id uuid.UUID) []byte {
-	var buf [36]byte
-	hex.Encode(buf[0:8], id[0:4])
-	buf[8] = '-'
-	hex.Encode(buf[9:13], id[4:6])
-	buf[13] = '-'
-	hex.Encode(buf[14:18], id[6:8])
-	buf[18] = '-'
-	hex.Encode(buf[19:23], id[8:10])
-	buf[23] = '-'
-	hex.Encode(buf[24:], id[10:])
-	return append(b, buf[:]...)
-}
-
-// appendJSONString appends s as encoding/json writes it: printable ASCII
-// without quotes, backslashes or HTML-special characters is copied as is,
-// anything else goes through encoding/json.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // fastEncodeHeaders returns exactly EncodeHeaders' JSON for hs (a test
@@ -107,7 +76,7 @@ func fastEncodeHeaders(hs []Header) []byte {
 			b = append(b, ',')
 		}
 		b = append(b, `{"key":`...)
-		b = appendJSONString(b, h.Key)
+		b = jsonenc.AppendString(b, h.Key)
 		b = append(b, `,"value":"`...)
 		b = base64.StdEncoding.AppendEncode(b, h.Value)
 		b = append(b, `"}`...)
