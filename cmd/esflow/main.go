@@ -46,15 +46,13 @@ import (
 
 	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/internal/projector"
+	"github.com/esflow/esflow/internal/relayservice"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/broker"
 	"github.com/esflow/esflow/pkg/kafkaenv"
 	"github.com/esflow/esflow/pkg/ops"
 	"github.com/esflow/esflow/pkg/outbox"
-	"github.com/esflow/esflow/pkg/relay"
-	"github.com/esflow/esflow/pkg/relay/kafkapub"
-	"github.com/esflow/esflow/pkg/relay/relaymetrics"
 	"github.com/esflow/esflow/pkg/writer"
 )
 
@@ -142,21 +140,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, out, lo
 	defer func() { _ = app.Close() }()
 
 	metrics := ops.NewRegistry()
-	box := app.Outbox()
-	pub, err := kafkapub.New(kafkapub.Config{
-		Brokers: kcfg.Brokers, ClientID: kcfg.ClientID, TLS: kcfg.TLS, SASL: kcfg.SASL,
-		AutoCreateTopics: true, Partitions: broker.DefaultPartitions,
+	rly, err := relayservice.New(app.Outbox(), relayservice.Config{
+		Kafka: kcfg, AutoCreateTopics: true, Partitions: broker.DefaultPartitions, Metrics: metrics, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
-	defer func() { _ = pub.Close() }()
-	rly, err := relay.New(box, pub, relay.Config{
-		Locker: box, Waker: box, Hooks: relaymetrics.New(metrics, box, outbox.Shard{}).Hooks(), Logger: log,
-	})
-	if err != nil {
-		return err
-	}
+	defer func() { _ = rly.Close() }()
 
 	proj, err := projector.Open(ctx, projector.Config{DatabaseURL: readURL, Kafka: kcfg, GroupPrefix: "esflow-", Metrics: metrics, Logger: log})
 	if err != nil {

@@ -27,13 +27,11 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/esflow/esflow/internal/relayservice"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/kafkaenv"
 	"github.com/esflow/esflow/pkg/ops"
 	"github.com/esflow/esflow/pkg/outbox"
-	"github.com/esflow/esflow/pkg/relay"
-	"github.com/esflow/esflow/pkg/relay/kafkapub"
-	"github.com/esflow/esflow/pkg/relay/relaymetrics"
 )
 
 func main() {
@@ -86,31 +84,17 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Ad
 	defer app.Close()
 	box := app.Outbox()
 
-	pub, err := kafkapub.New(kafkapub.Config{
-		Brokers: kcfg.Brokers, ClientID: kcfg.ClientID, TLS: kcfg.TLS, SASL: kcfg.SASL,
-		AutoCreateTopics: *autoCreate, Partitions: *partitions, ReplicationFactor: *replication,
-	})
-	if err != nil {
-		return err
-	}
-	defer pub.Close()
-
 	reg := ops.NewRegistry()
 	sh := outbox.Shard{Index: *shard, Count: *shards}
-	metrics := relaymetrics.New(reg, box, sh)
-	r, err := relay.New(box, pub, relay.Config{
-		Shard: sh, BatchSize: *batch, PollInterval: *poll, Locker: box, Waker: box,
-		Hooks: metrics.Hooks(), Logger: log,
+	r, err := relayservice.New(box, relayservice.Config{
+		Kafka: kcfg, AutoCreateTopics: *autoCreate, Partitions: *partitions, ReplicationFactor: *replication,
+		Shard: sh, BatchSize: *batch, PollInterval: *poll, Metrics: reg, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
-	live := map[string]ops.Check{"loop": func(context.Context) error {
-		if age := time.Since(r.LastBeat()); age > time.Minute {
-			return fmt.Errorf("relay loop silent for %s", age.Round(time.Second))
-		}
-		return nil
-	}}
+	defer func() { _ = r.Close() }()
+	live := map[string]ops.Check{"loop": r.Live}
 	readyChecks := map[string]ops.Check{"database": func(ctx context.Context) error {
 		_, err := box.Backlog(ctx, sh)
 		return err

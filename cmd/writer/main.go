@@ -46,14 +46,12 @@ import (
 	"time"
 
 	"github.com/esflow/esflow/examples/domain"
+	"github.com/esflow/esflow/internal/relayservice"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/kafkaenv"
 	"github.com/esflow/esflow/pkg/ops"
 	"github.com/esflow/esflow/pkg/outbox"
-	"github.com/esflow/esflow/pkg/relay"
-	"github.com/esflow/esflow/pkg/relay/kafkapub"
-	"github.com/esflow/esflow/pkg/relay/relaymetrics"
 	"github.com/esflow/esflow/pkg/writer"
 )
 
@@ -125,27 +123,17 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Ad
 
 	metricsReg := ops.NewRegistry()
 	readyChecks := map[string]ops.Check{}
-	var rl *relay.Relay
+	var rl *relayservice.Service
 	if *inProcess {
-		pub, err := kafkapub.New(kafkapub.Config{
-			Brokers: kcfg.Brokers, ClientID: kcfg.ClientID, TLS: kcfg.TLS, SASL: kcfg.SASL,
-			AutoCreateTopics: *autoCreate, Partitions: *partitions, ReplicationFactor: *replication,
+		rl, err = relayservice.New(app.Outbox(), relayservice.Config{
+			Kafka: kcfg, AutoCreateTopics: *autoCreate, Partitions: *partitions, ReplicationFactor: *replication,
+			Metrics: metricsReg, Logger: log,
 		})
 		if err != nil {
 			return err
 		}
-		defer pub.Close()
-		box := app.Outbox()
-		rm := relaymetrics.New(metricsReg, box, outbox.Shard{})
-		if rl, err = relay.New(box, pub, relay.Config{Locker: box, Waker: box, Hooks: rm.Hooks(), Logger: log}); err != nil {
-			return err
-		}
-		readyChecks["relay"] = func(context.Context) error {
-			if age := time.Since(rl.LastBeat()); age > time.Minute {
-				return fmt.Errorf("relay loop silent for %s", age.Round(time.Second))
-			}
-			return nil
-		}
+		defer func() { _ = rl.Close() }()
+		readyChecks["relay"] = rl.Live
 	}
 	srv, err := writer.New(writer.Config{
 		App: app, Token: os.Getenv(EnvToken), MaxBodyBytes: *maxBody, Logger: log,
