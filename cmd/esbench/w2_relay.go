@@ -183,7 +183,7 @@ func runRelay(ctx context.Context, e *env) (*section, error) {
 	ratio := relayRate / rawRate
 
 	sec := &section{setup: []string{
-		fmt.Sprintf("A backlog of %d outbox rows (accounts of %d events, outbox value %d B) is drained by `relay.Relay` with `kafkapub.Publisher` as `cmd/relay` wires them (batch 1000, advisory lock, LISTEN/NOTIFY wake-up, kafkapub defaults: acks=all, 1 ms batch timeout), from its start until every message was acknowledged and deleted.", n, perAccount, len(msgs[0].Value)),
+		fmt.Sprintf("A backlog of %d outbox rows (accounts of %d events, outbox value %d B) is drained by `relay.Relay` with `kafkapub.Publisher` as `cmd/relay` wires them (batch 1000, advisory lock, LISTEN/NOTIFY wake-up, kafkapub defaults: acks=all, one produce request per broker per batch), from its start until every message was acknowledged and deleted.", n, perAccount, len(msgs[0].Value)),
 		"Raw limit: the same messages, read from the outbox beforehand, written by a plain kafka-go `Writer` (acks=all, batch 1000, 2 ms batch timeout) with 4 concurrent callers of 1000 messages, into another topic; no database work.",
 	}}
 	t := table{header: []string{"events", "relay events/s", "raw kafka-go events/s", "ratio"}}
