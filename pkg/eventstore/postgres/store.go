@@ -243,17 +243,23 @@ func (s *Store) buildSQL() {
 	// only when it starts the stream or its predecessor exists, so an
 	// append beyond the end inserts fewer rows than given; an append at
 	// an existing position violates the stream key.
+	//
+	// The predecessor check is a scalar subquery, not EXISTS: PostgreSQL
+	// may plan an EXISTS as a hashed subplan, which reads the whole events
+	// table into a hash on every append (the generic plan of a fresh
+	// table did). A scalar subquery is never hashed; it looks the one row
+	// up in the stream key's index (TestInsertPlanUsesTheStreamIndex).
 	s.insertSQL = `INSERT INTO ` + n.Table + ` (` + n.StreamID + `, ` + n.Position + `, ` + n.Topic + `, ` + n.Data + `)
 SELECT r.sid, r.pos, r.topic, r.data
 FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $5::bool[]) WITH ORDINALITY AS r(sid, pos, topic, data, first, ord)
-WHERE NOT r.first OR r.pos = 0 OR EXISTS (
-    SELECT 1 FROM ` + n.Table + ` e WHERE e.` + n.StreamID + ` = r.sid AND e.` + n.Position + ` = r.pos - 1)
+WHERE NOT r.first OR r.pos = 0 OR (
+    SELECT true FROM ` + n.Table + ` e WHERE e.` + n.StreamID + ` = r.sid AND e.` + n.Position + ` = r.pos - 1)
 ORDER BY r.ord`
 	// Which first records would be refused (used only to report a conflict).
 	s.conflictSQL = `SELECT r.sid, r.pos
 FROM unnest($1::uuid[], $2::bigint[]) WITH ORDINALITY AS r(sid, pos, ord)
-WHERE r.pos > 0 AND NOT EXISTS (
-    SELECT 1 FROM ` + n.Table + ` e WHERE e.` + n.StreamID + ` = r.sid AND e.` + n.Position + ` = r.pos - 1)
+WHERE r.pos > 0 AND (
+    SELECT true FROM ` + n.Table + ` e WHERE e.` + n.StreamID + ` = r.sid AND e.` + n.Position + ` = r.pos - 1) IS NULL
 ORDER BY r.ord
 LIMIT 1`
 	// Numbers the committed, not yet numbered records in insertion (seq)

@@ -52,15 +52,17 @@ func buildQueries(s eventstore.Schema, table string) queries {
 		// One statement, hence one round trip and one implicit
 		// transaction: the events insert (the event store's statement,
 		// with the chain check turned into an error) and the outbox
-		// insert commit together or not at all.
+		// insert commit together or not at all. The predecessor check is
+		// a scalar subquery, never hashed, for the reason given in the
+		// event store's statement (TestAppendPlansUseTheStreamIndex).
 		appendBoth: `WITH m AS (
     ` + msgInsert + `
     RETURNING 1
 ), e AS (
     INSERT INTO ` + ev + ` (` + sid + `, ` + pos + `, ` + top + `, ` + dat + `)
     SELECT r.sid,
-        CASE WHEN NOT r.first OR r.pos = 0 OR EXISTS (
-            SELECT 1 FROM ` + ev + ` x WHERE x.` + sid + ` = r.sid AND x.` + pos + ` = r.pos - 1)
+        CASE WHEN NOT r.first OR r.pos = 0 OR (
+            SELECT true FROM ` + ev + ` x WHERE x.` + sid + ` = r.sid AND x.` + pos + ` = r.pos - 1)
         THEN r.pos ELSE ` + guard + `(r.sid, r.pos) END,
         r.topic, r.data
     FROM unnest($6::uuid[], $7::bigint[], $8::text[], $9::bytea[], $10::bool[]) WITH ORDINALITY AS r(sid, pos, topic, data, first, ord)
@@ -159,7 +161,7 @@ func valuesSQL(s eventstore.Schema, table string, r, m int, check bool) string {
 		}
 		return b.String()
 	}
-	b.WriteString("SELECT r.sid,\n    CASE WHEN r.nocheck OR EXISTS (\n        SELECT 1 FROM " + ev + " x WHERE x." + sid + " = r.sid AND x." + pos + " = r.pos - 1)\n")
+	b.WriteString("SELECT r.sid,\n    CASE WHEN r.nocheck OR (\n        SELECT true FROM " + ev + " x WHERE x." + sid + " = r.sid AND x." + pos + " = r.pos - 1)\n")
 	b.WriteString("    THEN r.pos ELSE " + q(table+"_chain_guard") + "(r.sid, r.pos) END,\n    r.topic, r.data\nFROM (VALUES ")
 	rows(r, []string{"uuid", "bigint", "text", "bytea", "bool"})
 	b.WriteString(") AS r(ord, sid, pos, topic, data, nocheck)")
