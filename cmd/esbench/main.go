@@ -6,6 +6,7 @@
 //	go run ./cmd/esbench -quick          # small sizes: a smoke test
 //	go run ./cmd/esbench -only w1,w3     # a subset
 //	go run ./cmd/esbench -out BENCHMARKS.md -plots docs/bench
+//	go run ./cmd/esbench -only w2 -cpuprofile w2.pprof   # then go tool pprof
 //
 // PostgreSQL comes from DATABASE_URL (an admin connection: esbench creates
 // and drops its own databases there) or, when unset, from a throwaway
@@ -30,6 +31,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -53,13 +55,15 @@ func main() {
 
 // options are the parsed command line.
 type options struct {
-	quick    bool
-	only     map[string]bool
-	out      string
-	plots    string
-	scale    scale
-	args     []string // as given, for the report
-	logLevel slog.Level
+	quick bool
+	only  map[string]bool
+	out   string
+	// cpuProfile is the file a CPU profile of the run goes to ("" none).
+	cpuProfile string
+	plots      string
+	scale      scale
+	args       []string // as given, for the report
+	logLevel   slog.Level
 }
 
 func parseOptions(args []string) (options, error) {
@@ -71,6 +75,7 @@ func parseOptions(args []string) (options, error) {
 		plots = fs.String("plots", "docs/bench", "directory of the SVG plots (linked relative to -out)")
 		_     = fs.Bool("broker", false, "internal: run the embedded broker and print its address")
 		debug = fs.Bool("v", false, "log the components' warnings and info")
+		cpu   = fs.String("cpuprofile", "", "write a CPU profile of the run (this process: the pipeline's side and the raw side, not PostgreSQL or the broker) to `file`")
 	)
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
@@ -78,7 +83,7 @@ func parseOptions(args []string) (options, error) {
 	if fs.NArg() > 0 {
 		return options{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	o := options{quick: *quick, out: *out, plots: *plots, args: args, scale: fullScale(), logLevel: slog.LevelError}
+	o := options{quick: *quick, out: *out, plots: *plots, cpuProfile: *cpu, args: args, scale: fullScale(), logLevel: slog.LevelError}
 	if *quick {
 		o.scale = quickScale()
 	}
@@ -114,6 +119,13 @@ func bench(ctx context.Context, o options, stdout io.Writer) (err error) {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel}))
 	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
 
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, stop()) }()
+	}
 	pg, err := startPostgres(ctx, say)
 	if err != nil {
 		return err
@@ -156,6 +168,21 @@ func bench(ctx context.Context, o options, stdout io.Writer) (err error) {
 	}
 	say("esbench: wrote %s and %d plots in %s (took %s)", o.out, rep.plotCount(), o.plots, rep.took.Round(time.Second))
 	return nil
+}
+
+// startCPUProfile profiles this process into file until stop is called.
+func startCPUProfile(file string) (stop func() error, err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return nil, errors.Join(fmt.Errorf("cpu profile: %w", err), f.Close())
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // commandLine is the exact command that produced a report.

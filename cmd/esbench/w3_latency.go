@@ -249,7 +249,7 @@ func runLatency(ctx context.Context, e *env) (*section, error) {
 
 	sec := &section{setup: []string{
 		fmt.Sprintf("%d saves of a new account (one event each) at %d events/s for %s (achieved %.0f/s; %d sends more than one interval late), from 4 writers on a fixed schedule, through the full save path with the outbox.", len(cm), sc.latRate, sc.latTime, float64(len(cm))/steady.Seconds(), behind),
-		"Running meanwhile, as the services wire them: the relay (kafkapub, LISTEN/NOTIFY wake-up); a kafka-go consumer in its own group (MaxWait 5 ms, MinBytes 1, commit every 1 s); a `projection.Runner` with a small ledger projection (one multi-row upsert per batch, tracking in the same transaction) on another PostgreSQL database, all in this process.",
+		"Running meanwhile, as the services wire them: the relay (kafkapub, LISTEN/NOTIFY wake-up); a kafka-go consumer in its own group (long-polling fetches: MinBytes 1, MaxWait 250 ms; commit every 1 s); a `projection.Runner` with a small ledger projection (one multi-row upsert per batch, tracking in the same transaction) on another PostgreSQL database, all in this process.",
 		"Commit = when `app.Save` returned. Receipt = when the consumer's `ReadMessage` returned the event. Visible = when the runner's `Hooks.Applied` reported the commit of the transaction holding the event.",
 	}}
 	t := table{header: []string{"path", "events", "missing", "p50 ms", "p95 ms", "p99 ms", "max ms", "p99 target"}}
