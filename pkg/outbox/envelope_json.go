@@ -60,26 +60,3 @@ func marshalEnvelope(env *Envelope) ([]byte, error) {
 	}
 	return append(b, '}'), nil
 }
-
-// fastEncodeHeaders returns exactly EncodeHeaders' JSON for hs (a test
-// holds it to that) without reflection: the save path encodes seven
-// headers per message.
-func fastEncodeHeaders(hs []Header) []byte {
-	n := 2
-	for _, h := range hs {
-		n += 24 + len(h.Key) + base64.StdEncoding.EncodedLen(len(h.Value))
-	}
-	b := make([]byte, 0, n)
-	b = append(b, '[')
-	for i, h := range hs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, `{"key":`...)
-		b = jsonenc.AppendString(b, h.Key)
-		b = append(b, `,"value":"`...)
-		b = base64.StdEncoding.AppendEncode(b, h.Value)
-		b = append(b, `"}`...)
-	}
-	return append(b, ']')
-}

@@ -3,6 +3,7 @@ package outbox
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 	"time"
 
@@ -35,33 +36,76 @@ func TestMarshalEnvelopeMatchesJSON(t *testing.T) {
 	}
 }
 
-// TestFastEncodeHeadersMatchesJSON: EncodeHeaders' bytes are those of
-// json.Marshal over the wire form, the format stored since the start.
-func TestFastEncodeHeadersMatchesJSON(t *testing.T) {
+// TestHeadersRoundTrip: DecodeHeaders returns what EncodeHeaders was
+// given, for awkward keys and values too, and its values do not alias
+// the stored bytes; DecodeHeadersAlias's values do, capped at their
+// length.
+func TestHeadersRoundTrip(t *testing.T) {
 	cases := [][]Header{
 		{{Key: "a", Value: []byte("b")}},
-		{{Key: "", Value: nil}, {Key: "k<&>\"é\xff", Value: []byte{0, 255, 1}}, {Key: "x", Value: []byte{}}},
+		{{Key: "", Value: []byte{}}, {Key: "k<&>\"é\xff", Value: []byte{0, 255, 1}}, {Key: "x", Value: []byte{}}},
 		{{Key: HeaderEventID, Value: []byte(uuid.NewString())}, {Key: HeaderContentType, Value: []byte(ContentTypeJSON)}},
+		{{Key: "big", Value: bytes.Repeat([]byte{7}, 300)}},
 	}
 	for i, hs := range cases {
-		w := make([]wireHeader, len(hs))
-		for j, h := range hs {
-			w[j] = wireHeader{Key: h.Key, Value: h.Value}
-			if w[j].Value == nil {
-				w[j].Value = []byte{}
-			}
-		}
-		want, err := json.Marshal(w)
+		b, err := EncodeHeaders(hs)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := EncodeHeaders(hs)
-		if err != nil || !bytes.Equal(got, want) {
-			t.Errorf("case %d:\n got %s, %v\nwant %s", i, got, err, want)
+		back, err := DecodeHeaders(b)
+		if err != nil || !reflect.DeepEqual(back, hs) {
+			t.Errorf("case %d: DecodeHeaders = %q, %v; want %q", i, back, err, hs)
 		}
-		back, err := DecodeHeaders(got)
-		if err != nil || len(back) != len(hs) {
-			t.Errorf("case %d: decode: %v, %d headers", i, err, len(back))
+		alias, err := DecodeHeadersAlias(nil, b)
+		if err != nil || !reflect.DeepEqual(alias, hs) {
+			t.Errorf("case %d: DecodeHeadersAlias = %q, %v; want %q", i, alias, err, hs)
+		}
+		for j := range b {
+			b[j] = '#'
+		}
+		if !reflect.DeepEqual(back, hs) {
+			t.Errorf("case %d: DecodeHeaders' result changed with its input", i)
+		}
+		if len(hs[len(hs)-1].Value) > 0 && reflect.DeepEqual(alias, hs) {
+			t.Errorf("case %d: DecodeHeadersAlias' values do not alias its input", i)
+		}
+	}
+	if hs, err := EncodeHeaders(nil); hs != nil || err != nil {
+		t.Errorf("EncodeHeaders(nil) = %q, %v", hs, err)
+	}
+	b, _ := EncodeHeaders([]Header{{Key: "a", Value: []byte("1")}, {Key: "b", Value: []byte("2")}})
+	hs, _ := DecodeHeadersAlias(nil, b)
+	_ = append(hs[0].Value, 'x')
+	if string(hs[1].Key) != "b" || string(hs[1].Value) != "2" {
+		t.Errorf("appending to one value overwrote the next: %q", hs)
+	}
+}
+
+// TestDecodeHeadersJSON: the stored form before the binary one, which an
+// outbox may still hold after an upgrade, decodes as it always did.
+func TestDecodeHeadersJSON(t *testing.T) {
+	hs, err := DecodeHeaders([]byte(`[{"key":"event_id","value":"YWJj"},{"key":"k","value":""}]`))
+	want := []Header{{Key: "event_id", Value: []byte("abc")}, {Key: "k", Value: []byte{}}}
+	if err != nil || !reflect.DeepEqual(hs, want) {
+		t.Errorf("DecodeHeaders(JSON) = %q, %v; want %q", hs, err, want)
+	}
+}
+
+// TestDecodeHeadersRejects: corrupt stored headers are errors, never a
+// panic or a partial result.
+func TestDecodeHeadersRejects(t *testing.T) {
+	good, _ := EncodeHeaders([]Header{{Key: "key", Value: []byte("value")}})
+	for name, b := range map[string][]byte{
+		"truncated":    good[:len(good)-1],
+		"trailing":     append(append([]byte(nil), good...), 0),
+		"huge count":   {headersBinary, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"huge field":   {headersBinary, 1, 0xff, 0x7f, 'k'},
+		"bad varint":   {headersBinary, 0xff},
+		"unknown form": {0x02, 0},
+		"not json":     []byte("[garbage"),
+	} {
+		if hs, err := DecodeHeaders(b); err == nil {
+			t.Errorf("%s: DecodeHeaders = %q, want an error", name, hs)
 		}
 	}
 }

@@ -26,8 +26,8 @@
 // # Table
 //
 // Config.OutboxTable (default "esflow_outbox"): id (identity, publish
-// order), topic, key, value, headers (bytea holding a JSON array of
-// {"key": "…", "value": "<base64>"}, NULL when none), key_hash
+// order), topic, key, value, headers (bytea holding
+// [outbox.EncodeHeaders]' binary form, NULL when none), key_hash
 // ([outbox.KeyHash]), created_at, parked_at, park_reason. Migrations are
 // embedded, versioned and recorded in esflow_schema_migrations under the
 // outbox table's name. [Outbox.Backlog] does not count parked rows;

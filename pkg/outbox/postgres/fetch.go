@@ -247,9 +247,6 @@ func rawColumns(fds []pgconn.FieldDescription) bool {
 type arena struct {
 	block []byte
 	hdrs  []outbox.Header
-	// exact makes blocks just as large as needed: for decoding one
-	// message's headers.
-	exact bool
 }
 
 // Block sizes of a batch's arena.
@@ -261,7 +258,7 @@ const (
 // alloc returns n bytes (non-nil, even for n = 0).
 func (a *arena) alloc(n int) []byte {
 	if a.block == nil || n > cap(a.block)-len(a.block) {
-		if a.exact || n > arenaBlock/4 {
+		if n > arenaBlock/4 {
 			return make([]byte, n)
 		}
 		a.block = make([]byte, 0, arenaBlock)
@@ -284,9 +281,6 @@ func (a *arena) copy(b []byte) []byte {
 // headers returns room for n headers.
 func (a *arena) headers(n int) []outbox.Header {
 	if n > cap(a.hdrs)-len(a.hdrs) {
-		if a.exact {
-			return make([]outbox.Header, 0, n)
-		}
 		a.hdrs = make([]outbox.Header, 0, max(n, headersBlock))
 	}
 	s := a.hdrs[len(a.hdrs) : len(a.hdrs) : len(a.hdrs)+n]

@@ -337,3 +337,42 @@ func TestAppendBatchSizes(t *testing.T) {
 		})
 	}
 }
+
+// TestFetchDecodesJSONHeaders: rows whose headers an older writer stored
+// as JSON (the form before the binary one) are fetched with their
+// headers, so an upgrade publishes the outbox it finds.
+func TestFetchDecodesJSONHeaders(t *testing.T) {
+	ctx := testCtx(t)
+	dsn := pgtest.NewDatabase(t)
+	o := open(t, dsn, postgres.Config{}, eventstore.Schema{})
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `INSERT INTO esflow_outbox (topic, key, value, headers, key_hash) VALUES
+		('t', 'k1', 'v1', convert_to('[{"key":"event_id","value":"YWJj"},{"key":"x","value":""}]', 'UTF8'), 0),
+		('t', 'k2', 'v2', NULL, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.AppendWithOutbox(ctx, nil, []outbox.Message{{Topic: "t", Key: []byte("k3"), Value: []byte("v3"),
+		Headers: []outbox.Header{{Key: "event_id", Value: []byte("def")}}}}); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := o.Fetch(ctx, outbox.Shard{}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 3 {
+		t.Fatalf("fetched %d messages, want 3", len(msgs))
+	}
+	if h := msgs[0].Headers; len(h) != 2 || h[0].Key != "event_id" || string(h[0].Value) != "abc" || h[1].Key != "x" || len(h[1].Value) != 0 {
+		t.Errorf("JSON headers = %q", h)
+	}
+	if msgs[1].Headers != nil {
+		t.Errorf("no headers = %q, want nil", msgs[1].Headers)
+	}
+	if h := msgs[2].Headers; len(h) != 1 || string(h[0].Value) != "def" {
+		t.Errorf("binary headers = %q", h)
+	}
+}

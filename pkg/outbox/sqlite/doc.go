@@ -11,8 +11,8 @@
 // outbox table (Config.OutboxTable, default "esflow_outbox") and its lease
 // table (OutboxTable + "_leases"), recording the versions in
 // esflow_schema_migrations under the outbox table's name. Columns: id
-// (AUTOINCREMENT, the publish order), topic, key, value, headers (a JSON
-// array of {"key": "…", "value": "<base64>"}, NULL when empty), key_hash
+// (AUTOINCREMENT, the publish order), topic, key, value, headers
+// ([outbox.EncodeHeaders]' binary form, NULL when empty), key_hash
 // ([outbox.KeyHash] of the key), created_at (UTC text), parked_at and
 // park_reason.
 //

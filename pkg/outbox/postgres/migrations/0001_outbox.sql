@@ -1,7 +1,8 @@
 -- Outbox: one row per Kafka record waiting to be published. id is the
 -- publish order (see DESIGN.md); key_hash = outbox.KeyHash(key) selects a
--- shard. headers is a JSON array [{"key":"…","value":"<base64>"}] stored as
--- bytes, NULL when the message has none. Parked rows keep their reason and
+-- shard. headers is outbox.EncodeHeaders' stored form (binary
+-- since the relay-speed work of issue 7, JSON before), NULL when the message
+-- has none. Parked rows keep their reason and
 -- are never fetched again.
 CREATE TABLE IF NOT EXISTS {{.Table}} (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

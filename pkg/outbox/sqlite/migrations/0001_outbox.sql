@@ -1,7 +1,8 @@
 -- Outbox: one row per Kafka record waiting to be published. id is the
 -- publish order (AUTOINCREMENT: never reused, even after deletes).
--- key_hash = outbox.KeyHash(key) selects a shard. headers is a JSON array
--- [{"key":"…","value":"<base64>"}] stored as a BLOB, NULL when none.
+-- key_hash = outbox.KeyHash(key) selects a shard. headers is
+-- outbox.EncodeHeaders' stored form (binary; JSON before issue 7's relay
+-- work) as a BLOB, NULL when none.
 -- created_at is UTC text of fixed width, so it sorts as time.
 CREATE TABLE IF NOT EXISTS {{.Table}} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
