@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 )
 
@@ -113,6 +114,27 @@ func rate(perSec float64) string {
 	default:
 		return fmt.Sprintf("%.0f", perSec)
 	}
+}
+
+// median of xs (which it sorts).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	slices.Sort(xs)
+	if len(xs)%2 == 1 {
+		return xs[len(xs)/2]
+	}
+	return (xs[len(xs)/2-1] + xs[len(xs)/2]) / 2
+}
+
+// spread formats the median rate of xs and their range.
+func spread(xs []float64) string {
+	if len(xs) < 2 {
+		return rate(median(xs))
+	}
+	m := median(xs)
+	return fmt.Sprintf("%s (%s–%s)", rate(m), rate(xs[0]), rate(xs[len(xs)-1]))
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }

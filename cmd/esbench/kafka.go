@@ -172,6 +172,22 @@ func (k *kafkaServer) createTopic(ctx context.Context, topic string) error {
 	}
 }
 
+// deleteTopic deletes topic: the embedded broker keeps every record in
+// its memory, and its garbage collector's work grows with it (W2's
+// rounds slowed down from one to the next until their topics were
+// deleted after each).
+func (k *kafkaServer) deleteTopic(ctx context.Context, topic string) error {
+	c := &kafka.Client{Addr: kafka.TCP(k.brokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	resp, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	if err == nil {
+		err = resp.Errors[topic]
+	}
+	if err != nil {
+		return fmt.Errorf("delete topic %s: %w", topic, err)
+	}
+	return nil
+}
+
 // writer is a kafka-go producer configured as the fastest plain client
 // measured on this machine (shared/MEASURED.md): acks=all, batches of up to
 // 1000, a 2 ms batch timeout, murmur2 keys like the relay's.

@@ -3,7 +3,7 @@
 // Configuration comes from the environment (DATABASE_URL, KAFKA_BROKERS and
 // the KAFKA_TLS_* / KAFKA_SASL_* variables of package kafkaenv) and flags:
 //
-//	relay [-shard 0 -shards 1] [-batch-size 1000] [-http-addr :9102]
+//	relay [-shard 0 -shards 1] [-batch-size 4000] [-http-addr :9102]
 //	      [-auto-create-topics -topic-partitions 8 -topic-replication 1]
 //
 // Several replicas may run: one is active per shard (a PostgreSQL advisory
@@ -32,6 +32,7 @@ import (
 	"github.com/esflow/esflow/pkg/kafkaenv"
 	"github.com/esflow/esflow/pkg/ops"
 	"github.com/esflow/esflow/pkg/outbox"
+	"github.com/esflow/esflow/pkg/relay"
 )
 
 func main() {
@@ -49,7 +50,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Ad
 	var (
 		shard       = fs.Int("shard", 0, "index of the outbox shard to publish")
 		shards      = fs.Int("shards", 1, "number of outbox shards (messages are split by key hash)")
-		batch       = fs.Int("batch-size", 1000, "most messages fetched and published at once")
+		batch       = fs.Int("batch-size", relay.DefaultBatchSize, "most messages fetched and published at once")
 		poll        = fs.Duration("poll-interval", 0, "idle poll interval (default 1s with LISTEN/NOTIFY, 20ms without)")
 		httpAddr    = fs.String("http-addr", ":9102", "address of /healthz, /readyz and /metrics")
 		autoCreate  = fs.Bool("auto-create-topics", false, "create missing topics before publishing to them")
