@@ -56,7 +56,7 @@ type scale struct {
 
 func fullScale() scale {
 	return scale{
-		saveWarm: time.Second, saveTime: 8 * time.Second,
+		saveWarm: time.Second, saveTime: 3 * time.Second,
 		saveSettings: []saveSetting{{1, 1}, {1, 8}, {1, 32}, {100, 1}, {100, 8}},
 		relayEvents:  100_000,
 		latRate:      500, latTime: 20 * time.Second,
