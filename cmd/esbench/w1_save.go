@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -121,9 +122,18 @@ func (w *rawWriter) write(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
+// runResult is one measured run: its events per second, and the CPU time this
+// process (the client: the full path or the raw loop, not PostgreSQL)
+// spent per event.
+type runResult struct {
+	rate   float64
+	cpuPer time.Duration
+}
+
 // measure runs workers until warm+dur has passed and returns the events
-// per second of the dur part. Each call of step writes perTx events.
-func measure(ctx context.Context, workers, perTx int, warm, dur time.Duration, newStep func() (func(context.Context) error, error)) (float64, error) {
+// per second and client CPU per event of the dur part. Each call of step
+// writes perTx events.
+func measure(ctx context.Context, workers, perTx int, warm, dur time.Duration, newStep func() (func(context.Context) error, error)) (runResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var done atomic.Int64
@@ -132,7 +142,7 @@ func measure(ctx context.Context, workers, perTx int, warm, dur time.Duration, n
 	for range workers {
 		step, err := newStep()
 		if err != nil {
-			return 0, err
+			return runResult{}, err
 		}
 		wg.Add(1)
 		go func() {
@@ -156,19 +166,32 @@ func measure(ctx context.Context, workers, perTx int, warm, dur time.Duration, n
 		}
 	}
 	sleep(warm)
-	n0, t0 := done.Load(), time.Now()
+	n0, t0, c0 := done.Load(), time.Now(), processCPU()
 	sleep(dur)
-	n1, t1 := done.Load(), time.Now()
+	n1, t1, c1 := done.Load(), time.Now(), processCPU()
 	cancel()
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
-		return 0, err
+		return runResult{}, err
 	}
 	if err := ctx.Err(); err != nil && !errors.Is(err, context.Canceled) {
-		return 0, err
+		return runResult{}, err
 	}
-	return float64(n1-n0) / t1.Sub(t0).Seconds(), nil
+	r := runResult{rate: float64(n1-n0) / t1.Sub(t0).Seconds()}
+	if n1 > n0 {
+		r.cpuPer = (c1 - c0) / time.Duration(n1-n0)
+	}
+	return r, nil
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // saveRounds is how often each W1 point alternates raw and full runs
@@ -178,19 +201,19 @@ const saveRounds = 3
 
 // saveRound runs setting st once on the raw side, then once on the full
 // path, each on its emptied database, and returns both rates.
-func saveRound(ctx context.Context, e *env, st saveSetting, sample sampleRows, rawPool, appPool *pgxpool.Pool, app *application.Application) (raw, full float64, err error) {
+func saveRound(ctx context.Context, e *env, st saveSetting, sample sampleRows, rawPool, appPool *pgxpool.Pool, app *application.Application) (raw, full runResult, err error) {
 	if err := truncate(ctx, rawPool); err != nil {
-		return 0, 0, err
+		return raw, full, err
 	}
 	raw, err = measure(ctx, st.concurrency, st.perTx, e.scale.saveWarm, e.scale.saveTime, func() (func(context.Context) error, error) {
 		w := newRawWriter(sample, st.perTx)
 		return func(ctx context.Context) error { return w.write(ctx, rawPool) }, nil
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("raw %d/tx c=%d: %w", st.perTx, st.concurrency, err)
+		return raw, full, fmt.Errorf("raw %d/tx c=%d: %w", st.perTx, st.concurrency, err)
 	}
 	if err := truncate(ctx, appPool); err != nil {
-		return 0, 0, err
+		return raw, full, err
 	}
 	full, err = measure(ctx, st.concurrency, st.perTx, e.scale.saveWarm, e.scale.saveTime, func() (func(context.Context) error, error) {
 		var acc *Account
@@ -211,7 +234,7 @@ func saveRound(ctx context.Context, e *env, st saveSetting, sample sampleRows, r
 		}, nil
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("full path %d/tx c=%d: %w", st.perTx, st.concurrency, err)
+		return raw, full, fmt.Errorf("full path %d/tx c=%d: %w", st.perTx, st.concurrency, err)
 	}
 	return raw, full, nil
 }
@@ -263,9 +286,10 @@ func runSave(ctx context.Context, e *env) (*section, error) {
 	sec := &section{setup: []string{
 		fmt.Sprintf("Full path: `application.Application` on PostgreSQL with `Outbox: &outbox.Builder{}`; each transaction appends the next events of one account held by the worker (`aggregate.Trigger`, then `app.Save`), %d-byte payload, stored event row %d B of data, outbox value %d B.", payloadSize, len(sample.data), len(sample.value)),
 		"Raw limit: plain pgx, one statement per transaction inserting the same event rows and outbox rows (the bytes the application wrote) from arrays with `unnest` (`WITH e AS (INSERT …), m AS (INSERT …)`), the fastest single-transaction form measured here (shared/MEASURED.md).",
+		"Client CPU: the CPU time of this process (the full path's Go code or the raw pgx loop; PostgreSQL is another process) per event counted, median of the rounds. On 2 cores shared with PostgreSQL, a point that saturates the machine runs at about 2 s / (client + server CPU per event).",
 		fmt.Sprintf("Each point: %d rounds of raw then full, each run %s of warm-up then %s counted, on separate, identically migrated databases emptied (TRUNCATE) before each run; a pool of max(concurrency, 4) connections. The table gives the median of each side's rounds and their range; the ratio is of the medians.", saveRounds, e.scale.saveWarm, e.scale.saveTime),
 	}}
-	t := table{header: []string{"events/tx", "concurrency", "full path events/s", "raw pgx events/s", "ratio", "target"}}
+	t := table{header: []string{"events/tx", "concurrency", "full path events/s", "raw pgx events/s", "ratio", "target", "client CPU µs/event, full / raw"}}
 	type point struct {
 		c        int
 		app, raw float64
@@ -273,17 +297,20 @@ func runSave(ctx context.Context, e *env) (*section, error) {
 	}
 	var points []point
 	for _, st := range e.scale.saveSettings {
-		var raws, fulls []float64
+		var raws, fulls, rawCPU, fullCPU []float64
 		for range saveRounds {
 			raw, full, err := saveRound(ctx, e, st, sample, rawPool, appPool, app)
 			if err != nil {
 				return nil, err
 			}
-			raws, fulls = append(raws, raw), append(fulls, full)
+			raws, fulls = append(raws, raw.rate), append(fulls, full.rate)
+			rawCPU = append(rawCPU, float64(raw.cpuPer)/float64(time.Microsecond))
+			fullCPU = append(fullCPU, float64(full.cpuPer)/float64(time.Microsecond))
 		}
 		raw, full := median(raws), median(fulls)
 		ratio := full / raw
-		t.add(fmt.Sprint(st.perTx), fmt.Sprint(st.concurrency), spread(fulls), spread(raws), fmt.Sprintf("%.2f", ratio), "≥ 0.90")
+		t.add(fmt.Sprint(st.perTx), fmt.Sprint(st.concurrency), spread(fulls), spread(raws), fmt.Sprintf("%.2f", ratio), "≥ 0.90",
+			fmt.Sprintf("%.1f / %.1f", median(fullCPU), median(rawCPU)))
 		sec.checks = append(sec.checks, check{
 			what:     fmt.Sprintf("save path / raw pgx, %d event(s)/tx, c=%d", st.perTx, st.concurrency),
 			measured: fmt.Sprintf("%.2f× (%s vs %s events/s, medians)", ratio, rate(full), rate(raw)),
