@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -96,6 +97,11 @@ type Outbox struct {
 	stop       chan struct{}
 	stopOnce   sync.Once
 	wg         sync.WaitGroup
+
+	// notifierPID is the server process id of the notifier's own
+	// connection (0 while there is none): Wake ignores the notifications
+	// it sent, whose commits woke this Outbox's subscribers directly.
+	notifierPID atomic.Uint32
 
 	subsMu sync.Mutex
 	subs   map[chan struct{}]struct{}
