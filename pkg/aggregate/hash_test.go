@@ -30,3 +30,29 @@ func TestHashEventIsStable(t *testing.T) {
 		t.Fatalf("HashEvent(big) = %s, want %s", got, want)
 	}
 }
+
+// BenchmarkHashEvent is the hash chain's cost per event: the payload's
+// JSON (as Seal computes it) and the SHA-256 over the canonical fields.
+func BenchmarkHashEvent(b *testing.B) {
+	payload := map[string]any{"account": "ACC-00000000", "amount": 12345, "currency": "EUR", "memo": strings.Repeat("x", 170)}
+	e := aggregate.Event{Type: "Recorded", AggregateType: "Account", Version: 7, Time: time.Now(), Payload: payload, PreviousHash: strings.Repeat("a", 64)}
+	b.Run("seal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := aggregate.Seal(&e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	data, err := aggregate.MarshalPayload(payload)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("hash", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(data)))
+		for b.Loop() {
+			_ = aggregate.HashEvent(e, data)
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -221,15 +222,11 @@ func (m *Mapper) seal(body []byte, r Record) ([]byte, error) {
 	if m.Compress || m.Cipher != nil {
 		var flags byte
 		if m.Compress {
-			var buf bytes.Buffer
-			w, _ := flate.NewWriter(&buf, flate.DefaultCompression) // level is valid: no error
-			if _, err := w.Write(body); err != nil {
+			var err error
+			if body, err = deflate(body); err != nil {
 				return nil, err
 			}
-			if err := w.Close(); err != nil {
-				return nil, err
-			}
-			body, flags = buf.Bytes(), flags|frameCompressed
+			flags |= frameCompressed
 		}
 		if m.Cipher != nil {
 			var err error
@@ -263,11 +260,54 @@ func (m *Mapper) open(r Record) ([]byte, error) {
 		}
 	}
 	if flags&frameCompressed != 0 {
-		b, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(body)), 64<<20))
+		b, err := inflate(body)
 		if err != nil {
 			return nil, fmt.Errorf("%w: decompress: %v", ErrIntegrity, err)
 		}
 		body = b
 	}
 	return body, nil
+}
+
+// Deflate state is large (a writer allocates ~800 KB, a reader ~40 KB),
+// so it is reused across records instead of made per record: encoding a
+// compressed record cost 138 µs and 816 KB with a new writer each time
+// (BenchmarkMapRecord). The pools hold no data between uses: a writer
+// or reader is Reset onto the next record before it is used.
+var (
+	flateWriters = sync.Pool{New: func() any {
+		w, _ := flate.NewWriter(nil, flate.DefaultCompression) // the level is valid: no error
+		return w
+	}}
+	flateReaders = sync.Pool{New: func() any { return flate.NewReader(bytes.NewReader(nil)) }}
+)
+
+// deflate compresses body.
+func deflate(body []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(len(body)/2 + 64)
+	w := flateWriters.Get().(*flate.Writer)
+	defer flateWriters.Put(w)
+	w.Reset(&buf)
+	if _, err := w.Write(body); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// inflate decompresses body, refusing more than 64 MiB of output.
+func inflate(body []byte) ([]byte, error) {
+	r := flateReaders.Get().(io.ReadCloser)
+	defer flateReaders.Put(r)
+	if err := r.(flate.Resetter).Reset(bytes.NewReader(body), nil); err != nil {
+		return nil, err
+	}
+	out := bytes.NewBuffer(make([]byte, 0, 4*len(body)+64))
+	if _, err := out.ReadFrom(io.LimitReader(r, 64<<20)); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }

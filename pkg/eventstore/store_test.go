@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -171,6 +174,9 @@ func TestTamperingDetected(t *testing.T) {
 		"ciphertext moved to another position": {eventstore.Options{Cipher: key(t)}, func(rs []eventstore.Record) {
 			rs[1].Data, rs[2].Data = rs[2].Data, rs[1].Data
 		}},
+		"compressed data cut short": {eventstore.Options{Compress: true}, func(rs []eventstore.Record) {
+			rs[1].Data = rs[1].Data[:len(rs[1].Data)-4]
+		}},
 		"event removed from the middle": {eventstore.Options{}, func(rs []eventstore.Record) {
 			copy(rs[1:], rs[2:])
 			rs[len(rs)-1] = rs[len(rs)-2]
@@ -267,5 +273,51 @@ func TestSnapshotUpcast(t *testing.T) {
 	before := uint64(2)
 	if ok, _ := s.LoadSnapshot(ctx, n.ID(), &before, new(Note)); ok {
 		t.Fatalf("snapshot at version 3 returned for upTo 2")
+	}
+}
+
+// TestCompressedConcurrently: records compressed and decompressed by many
+// goroutines at once (the deflate state is reused between records) come
+// back as they were written.
+func TestCompressedConcurrently(t *testing.T) {
+	t.Parallel()
+	s := eventstore.MustNew(nil, registry(), eventstore.Options{Compress: true, Cipher: key(t)})
+	notes := make([][]*Note, 8)
+	for g := range notes {
+		for i := range 50 {
+			notes[g] = append(notes[g], newNote(t, strings.Repeat(fmt.Sprintf("goroutine %d note %d ", g, i), 1+i%7)))
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(notes))
+	for g := range notes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i, n := range notes[g] {
+				want := n.PendingEvents()
+				recs, err := s.Encode(want...)
+				if err == nil {
+					var got []aggregate.Event
+					if got, err = s.Decode(recs); err == nil && len(got) != len(want) {
+						err = fmt.Errorf("decoded %d events, want %d", len(got), len(want))
+					}
+					for j := range got {
+						if err == nil && !reflect.DeepEqual(got[j].Payload, want[j].Payload) {
+							err = fmt.Errorf("event %d: payload %v, want %v", j, got[j].Payload, want[j].Payload)
+						}
+					}
+				}
+				if err != nil {
+					errs <- fmt.Errorf("goroutine %d note %d: %w", g, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
