@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"testing"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -40,4 +41,22 @@ func GenericPlan(ctx context.Context, conn *pgx.Conn, sql string) (string, error
 		return "", fmt.Errorf("pgtest: explain: %w", err)
 	}
 	return strings.Join(lines, "\n"), nil
+}
+
+// RequireIndexLookups fails t unless the generic plan of each statement
+// (see GenericPlan) reads table only through index: no sequential scan of
+// it and no hashed subplan, which PostgreSQL may choose for a table it
+// believes small and then keep for every execution as it grows.
+func RequireIndexLookups(t testing.TB, ctx context.Context, conn *pgx.Conn, table, index string, statements map[string]string) {
+	t.Helper()
+	for name, sql := range statements {
+		plan, err := GenericPlan(ctx, conn, sql)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if strings.Contains(plan, "Seq Scan on "+table) || strings.Contains(plan, "hashed") ||
+			!strings.Contains(plan, "using "+index+" on "+table) {
+			t.Errorf("%s: %s is not read through %s only:\n%s", name, table, index, plan)
+		}
+	}
 }

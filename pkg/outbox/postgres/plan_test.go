@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,7 +16,8 @@ import (
 // the append statements on a fresh table: the predecessor check must look
 // the one row up in the stream key's index. An EXISTS here was planned,
 // for 100-record batches, as a hashed subplan that read the whole events
-// table on every append (measured: 15 million rows read in 9 seconds).
+// table on every append (measured: 277 scans reading 11 million rows in
+// one 9-second point of esbench W1).
 func TestAppendPlansUseTheStreamIndex(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -42,19 +42,10 @@ func TestAppendPlansUseTheStreamIndex(t *testing.T) {
 	defer conn.Close(context.Background())
 
 	q := buildQueries(eventstore.Schema{}.WithDefaults(), "esflow_outbox")
-	for name, sql := range map[string]string{
+	pgtest.RequireIndexLookups(t, ctx, conn, "events", "events_stream_key", map[string]string{
 		"unnest":   q.appendBoth,
 		"values1":  q.appendValues[1][1],
 		"values8":  q.appendValues[maxValuesRows][maxValuesRows],
 		"values8m": q.appendValues[maxValuesRows][0],
-	} {
-		plan, err := pgtest.GenericPlan(ctx, conn, sql)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if strings.Contains(plan, "Seq Scan on events") || strings.Contains(plan, "hashed") ||
-			!strings.Contains(plan, "using events_stream_key on events") {
-			t.Errorf("%s: the predecessor check does not look up the stream key's index:\n%s", name, plan)
-		}
-	}
+	})
 }
