@@ -151,6 +151,9 @@ func bench(ctx context.Context, o options, stdout io.Writer) (err error) {
 			continue
 		}
 		say("== %s: %s", w.id, w.title)
+		if err := pg.checkpoint(ctx); err != nil {
+			say("  (no checkpoint before %s: %v)", w.id, err)
+		}
 		wstart := time.Now()
 		sec, err := w.run(ctx, env)
 		if err != nil {

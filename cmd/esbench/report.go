@@ -129,6 +129,7 @@ func (r *report) markdown(plotLink func(string) string) string {
 		w("- %s", l)
 	}
 	w("- Events: %d-byte JSON payloads, random (v4) UUID aggregate ids; Kafka topics of %d partitions, acks=all", payloadSize, partitions)
+	w("- Each workload starts after a CHECKPOINT, so that no earlier workload's WAL is flushed during it")
 	w("")
 	var checks []string
 	for _, s := range r.sections {
