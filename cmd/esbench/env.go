@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"slices"
 	"time"
+
+	"github.com/esflow/esflow/internal/proccpu"
 )
 
 // env is what every workload gets: the servers, the sizes and a logger.
@@ -114,6 +116,18 @@ func rate(perSec float64) string {
 	default:
 		return fmt.Sprintf("%.0f", perSec)
 	}
+}
+
+// cpu is the CPU time used so far by this process, by the PostgreSQL
+// server's processes (every process named postgres on this machine:
+// zero for a remote DATABASE_URL) and by the child broker (zero for
+// KAFKA_BROKERS).
+func (e *env) cpu() cpuMark {
+	c := cpuMark{self: proccpu.Self(), pg: proccpu.Named("postgres")}
+	if e.kafka.pid != 0 {
+		c.broker = proccpu.PIDs(e.kafka.pid)
+	}
+	return c
 }
 
 // median of xs (which it sorts).

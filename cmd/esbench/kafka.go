@@ -69,6 +69,7 @@ func runBroker(stdin io.Reader, stdout io.Writer) error {
 type kafkaServer struct {
 	brokers []string
 	stop    func() error
+	pid     int // the child broker's process id; 0 for KAFKA_BROKERS
 }
 
 // Close stops the child broker, if esbench started one.
@@ -138,7 +139,7 @@ func startKafka(ctx context.Context, say func(string, ...any)) (*kafkaServer, er
 			return nil, errors.Join(errors.New("broker process printed no address"), stop())
 		}
 		say("kafka: embedded broker in process %d at %s (%d partitions)", cmd.Process.Pid, a, partitions)
-		return &kafkaServer{brokers: []string{a}, stop: stop}, nil
+		return &kafkaServer{brokers: []string{a}, stop: stop, pid: cmd.Process.Pid}, nil
 	case <-time.After(30 * time.Second):
 		return nil, errors.Join(errors.New("broker process did not start in 30s"), stop())
 	case <-ctx.Done():

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/esflow/esflow/internal/proccpu"
 	"github.com/esflow/esflow/pkg/application"
 )
 
@@ -166,9 +166,9 @@ func measure(ctx context.Context, workers, perTx int, warm, dur time.Duration, n
 		}
 	}
 	sleep(warm)
-	n0, t0, c0 := done.Load(), time.Now(), processCPU()
+	n0, t0, c0 := done.Load(), time.Now(), proccpu.Self()
 	sleep(dur)
-	n1, t1, c1 := done.Load(), time.Now(), processCPU()
+	n1, t1, c1 := done.Load(), time.Now(), proccpu.Self()
 	cancel()
 	wg.Wait()
 	close(errs)
@@ -183,15 +183,6 @@ func measure(ctx context.Context, workers, perTx int, warm, dur time.Duration, n
 		r.cpuPer = (c1 - c0) / time.Duration(n1-n0)
 	}
 	return r, nil
-}
-
-// processCPU is the user and system CPU time this process has used.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // saveRounds is how often each W1 point alternates raw and full runs

@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/esflow/esflow/internal/proccpu"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/outbox"
 	"github.com/esflow/esflow/pkg/relay"
@@ -108,14 +109,16 @@ func runRelay(ctx context.Context, e *env) (*section, error) {
 	defer pub.Close()
 
 	var relayRates, rawRates []float64
+	var relayCPU, rawCPU []cpuSplit
 	var valueSize int
 	for round := range relayRounds {
-		relayRate, rawRate, size, err := relayRound(ctx, e, db, pub, round)
+		relaySide, rawSide, size, err := relayRound(ctx, e, db, pub, round)
 		if err != nil {
 			return nil, fmt.Errorf("round %d: %w", round+1, err)
 		}
-		relayRates, rawRates, valueSize = append(relayRates, relayRate), append(rawRates, rawRate), size
-		e.say("  round %d: relay %s/s, raw %s/s", round+1, rate(relayRate), rate(rawRate))
+		relayRates, rawRates, valueSize = append(relayRates, relaySide.rate), append(rawRates, rawSide.rate), size
+		relayCPU, rawCPU = append(relayCPU, relaySide.cpu), append(rawCPU, rawSide.cpu)
+		e.say("  round %d: relay %s/s, raw %s/s", round+1, rate(relaySide.rate), rate(rawSide.rate))
 	}
 	relayRate, rawRate := median(relayRates), median(rawRates)
 	ratio := relayRate / rawRate
@@ -128,6 +131,11 @@ func runRelay(ctx context.Context, e *env) (*section, error) {
 	t := table{header: []string{"events", "relay events/s", "raw kafka-go events/s", "ratio of medians"}}
 	t.add(fmt.Sprint(n), spread(relayRates), spread(rawRates), fmt.Sprintf("%.2f", ratio))
 	sec.tables = append(sec.tables, t)
+	ct := table{header: []string{"CPU µs per event (median of rounds)", "esbench process", "PostgreSQL", "broker process", "total"}}
+	ct.add(cpuRow("relay drain", relayCPU)...)
+	ct.add(cpuRow("raw producer", rawCPU)...)
+	sec.tables = append(sec.tables, ct)
+	sec.setup = append(sec.setup, "CPU per event: user plus system time while each side ran, of this process (the relay, or the raw producer), of all PostgreSQL server processes (/proc), and of the broker process, divided by the events moved. Two cores give 2,000,000 µs per second, so a side that keeps both busy runs at about 2,000,000 / total events/s.")
 	sec.checks = append(sec.checks,
 		check{what: "relay drain rate", measured: rate(relayRate) + " events/s (median)", target: "≥ 150k events/s", pass: relayRate >= 150_000},
 		check{what: "relay / raw kafka-go producer", measured: fmt.Sprintf("%.2f× (%s vs %s events/s, medians)", ratio, rate(relayRate), rate(rawRate)), target: "≥ 0.50×", pass: ratio >= 0.5},
@@ -139,12 +147,12 @@ func runRelay(ctx context.Context, e *env) (*section, error) {
 // the raw producer, then drains them with the relay, each into a topic of
 // the round's own, and returns both rates and the size of an outbox
 // value.
-func relayRound(ctx context.Context, e *env, db *database, pub relay.Publisher, round int) (relayRate, rawRate float64, valueSize int, err error) {
+func relayRound(ctx context.Context, e *env, db *database, pub relay.Publisher, round int) (relaySide, rawSide relayRun, valueSize int, err error) {
 	n := e.scale.relayEvents
 	relayTopic, rawTopic := e.name("w2", "relay", fmt.Sprint(round)), e.name("w2", "raw", fmt.Sprint(round))
 	for _, t := range []string{relayTopic, rawTopic} {
 		if err := e.kafka.createTopic(ctx, t); err != nil {
-			return 0, 0, 0, err
+			return relayRun{}, relayRun{}, 0, err
 		}
 	}
 	// Deleted after the round: see deleteTopic.
@@ -155,45 +163,57 @@ func relayRound(ctx context.Context, e *env, db *database, pub relay.Publisher, 
 	}()
 	app, err := openApp(ctx, db.dsn, relayTopic, e.log)
 	if err != nil {
-		return 0, 0, 0, err
+		return relayRun{}, relayRun{}, 0, err
 	}
 	defer func() { err = errors.Join(err, app.Close()) }()
 	box := app.Outbox()
 
 	fillStart := time.Now()
 	if err := fillOutbox(ctx, app, n, perAccount); err != nil {
-		return 0, 0, 0, err
+		return relayRun{}, relayRun{}, 0, err
 	}
 	e.say("  round %d: filled the outbox with %d events in %s", round+1, n, time.Since(fillStart).Round(time.Millisecond))
 	// Every round starts from the same state: the previous round's
 	// deleted rows vacuumed away, and no autovacuum of the fill (100,000
 	// inserts cross its thresholds) due during the drain.
 	if err := vacuum(ctx, db); err != nil {
-		return 0, 0, 0, err
+		return relayRun{}, relayRun{}, 0, err
 	}
 
 	// Raw limit: the same messages, read from the outbox up front, sent by
 	// a plain kafka-go Writer with four concurrent callers.
 	msgs, err := box.Fetch(ctx, outbox.Shard{}, n)
 	if err != nil {
-		return 0, 0, 0, err
+		return relayRun{}, relayRun{}, 0, err
 	}
 	if len(msgs) != n {
-		return 0, 0, 0, fmt.Errorf("outbox holds %d messages, want %d", len(msgs), n)
+		return relayRun{}, relayRun{}, 0, fmt.Errorf("outbox holds %d messages, want %d", len(msgs), n)
 	}
+	kmsgs := kafkaMessages(msgs, rawTopic)
 	w := e.kafka.writer()
-	rawTook, err := produce(ctx, w, kafkaMessages(msgs, rawTopic), 4)
+	c0 := e.cpu()
+	rawTook, err := produce(ctx, w, kmsgs, 4)
+	rawCPU := e.cpu().sub(c0)
 	if cerr := w.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return 0, 0, 0, err
+		return relayRun{}, relayRun{}, 0, err
 	}
+	c0 = e.cpu()
 	relayTook, err := drain(ctx, box, pub, n, e)
+	relayCPU := e.cpu().sub(c0)
 	if err != nil {
-		return 0, 0, 0, err
+		return relayRun{}, relayRun{}, 0, err
 	}
-	return float64(n) / relayTook.Seconds(), float64(n) / rawTook.Seconds(), len(msgs[0].Value), nil
+	return relayRun{float64(n) / relayTook.Seconds(), relayCPU.per(n)}, relayRun{float64(n) / rawTook.Seconds(), rawCPU.per(n)}, len(msgs[0].Value), nil
+}
+
+// relayRun is one side of one W2 round: its rate and the CPU per event of
+// each process group while it ran.
+type relayRun struct {
+	rate float64
+	cpu  cpuSplit
 }
 
 // vacuum runs VACUUM ANALYZE on the outbox and events tables of db.
@@ -256,4 +276,39 @@ func drain(ctx context.Context, box application.Outbox, pub relay.Publisher, n i
 		return 0, fmt.Errorf("%d messages left in the outbox", left.Messages)
 	}
 	return took, nil
+}
+
+// cpuSplit is CPU time (or CPU time per event) by process group.
+type cpuSplit struct{ self, pg, broker time.Duration }
+
+// cpuMark is the CPU time used so far, with the PostgreSQL processes'
+// times kept by process id (see proccpu.Group.Since).
+type cpuMark struct {
+	self, broker time.Duration
+	pg           proccpu.Group
+}
+
+// sub is the CPU used between d and c.
+func (c cpuMark) sub(d cpuMark) cpuSplit {
+	return cpuSplit{c.self - d.self, c.pg.Since(d.pg), c.broker - d.broker}
+}
+
+func (c cpuSplit) per(n int) cpuSplit {
+	if n <= 0 {
+		return cpuSplit{}
+	}
+	d := time.Duration(n)
+	return cpuSplit{c.self / d, c.pg / d, c.broker / d}
+}
+
+// cpuRow is a table row of the medians of splits, in µs per event.
+func cpuRow(name string, splits []cpuSplit) []string {
+	var self, pg, broker, total []float64
+	for _, c := range splits {
+		us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+		self, pg, broker = append(self, us(c.self)), append(pg, us(c.pg)), append(broker, us(c.broker))
+		total = append(total, us(c.self+c.pg+c.broker))
+	}
+	f := func(xs []float64) string { return fmt.Sprintf("%.1f", median(xs)) }
+	return []string{name, f(self), f(pg), f(broker), f(total)}
 }

@@ -2,14 +2,12 @@ package relay_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -22,6 +20,7 @@ import (
 
 	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/internal/pgtest"
+	"github.com/esflow/esflow/internal/proccpu"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/broker"
@@ -85,7 +84,7 @@ func startBrokerProcess(b *testing.B) (string, int) {
 }
 
 // BenchmarkDrain measures what workload 2 of cmd/esbench measures: the
-// relay, wired as cmd/relay wires it (kafkapub defaults, batch 1000,
+// relay, wired as cmd/relay wires it (kafkapub and relay defaults,
 // advisory lock, LISTEN/NOTIFY), draining a backlog of outbox rows of
 // ~250-byte envelopes with the standard headers into the embedded broker
 // (its own process, 8 partitions): 100,000 rows, as cmd/esbench drains.
@@ -141,7 +140,7 @@ func BenchmarkDrain(b *testing.B) {
 	src := &timedSource{Source: box}
 	tpub := &timedPublisher{Publisher: pub}
 	r, err := relay.New(src, tpub, relay.Config{
-		BatchSize: 1000, Locker: box, Waker: box, Logger: slog.New(slog.DiscardHandler),
+		Locker: box, Waker: box, Logger: slog.New(slog.DiscardHandler),
 		Hooks: relay.Hooks{Published: func(k int, _, _ time.Duration) {
 			if published.Add(int64(k)) == backlog {
 				drained <- struct{}{}
@@ -166,11 +165,11 @@ func BenchmarkDrain(b *testing.B) {
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		b.StartTimer()
-		cpu0 := processCPU(b)
+		cpu0 := proccpu.Self()
 		// The database side: the backends serving this database (the
 		// relay's pool and lock connection), read from /proc.
 		backends := backendPIDs(b, pool)
-		pg0, broker0 := pidsCPU(backends...), pidsCPU(brokerPID)
+		pg0, broker0 := proccpu.PIDs(backends...), proccpu.PIDs(brokerPID)
 		start := time.Now()
 		go func() { done <- r.Run(rctx) }()
 		select {
@@ -181,9 +180,9 @@ func BenchmarkDrain(b *testing.B) {
 			b.Fatal("relay did not drain the backlog in 2 minutes")
 		}
 		total += time.Since(start)
-		cpu += processCPU(b) - cpu0
-		pgCPU += pidsCPU(backendPIDs(b, pool)...) - pg0
-		brokerCPU += pidsCPU(brokerPID) - broker0
+		cpu += proccpu.Self() - cpu0
+		pgCPU += proccpu.PIDs(backendPIDs(b, pool)...) - pg0
+		brokerCPU += proccpu.PIDs(brokerPID) - broker0
 		b.StopTimer()
 		cancel()
 		if err := <-done; err != nil {
@@ -282,15 +281,6 @@ func fillTemplate(tb testing.TB, app *application.Application, pool *pgxpool.Poo
 	}
 }
 
-// processCPU returns the user+system CPU time this process used so far.
-func processCPU(tb testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		tb.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // backendPIDs returns the process ids of the PostgreSQL backends connected
 // to pool's database, other than the one asking.
 func backendPIDs(tb testing.TB, pool *pgxpool.Pool) []int {
@@ -308,25 +298,4 @@ func backendPIDs(tb testing.TB, pool *pgxpool.Pool) []int {
 		out[i] = int(p)
 	}
 	return out
-}
-
-// pidsCPU adds up the user+system CPU time of processes from
-// /proc/<pid>/stat; a process that is gone counts zero.
-func pidsCPU(pids ...int) time.Duration {
-	var total time.Duration
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		// The fields after the command name, which is in parentheses.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) < 13 {
-			continue
-		}
-		utime, _ := strconv.ParseInt(f[11], 10, 64)
-		stime, _ := strconv.ParseInt(f[12], 10, 64)
-		total += time.Duration(utime+stime) * (time.Second / 100) // USER_HZ
-	}
-	return total
 }
