@@ -14,7 +14,6 @@ import (
 	"github.com/esflow/esflow/pkg/outbox"
 )
 
-// Config configures a [Relay]. Zero fields take the defaults shown.
 // DefaultBatchSize is Config.BatchSize's default. A batch is what one
 // fetch returns while a backlog lasts; when the relay keeps up, batches
 // are as small as the commits that woke it, so the size only bounds the
@@ -26,6 +25,7 @@ import (
 // its own BatchSize and MaxMessageBytes.
 const DefaultBatchSize = 4000
 
+// Config configures a [Relay]. Zero fields take the defaults shown.
 type Config struct {
 	// Shard is the part of the outbox this relay publishes. Default: all.
 	Shard outbox.Shard

@@ -58,6 +58,7 @@ func (o *Outbox) notifier() {
 	}()
 	var conn *pgx.Conn
 	defer func() {
+		o.notifierPID.Store(0) // a later backend may get the same pid
 		if conn != nil {
 			closeConn(conn)
 		}
