@@ -113,6 +113,8 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 		return nil, err
 	}
 	app := &Application{Backend: backend, cfg: cfg}
+	// migrate creates the backend's tables (nil for memory, which has none).
+	var migrate func(context.Context) error
 	switch backend {
 	case BackendMemory:
 		mem := memory.New()
@@ -135,7 +137,7 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 		}
 		app.closers = append(app.closers, s.Close)
 		app.recorder = s
-		migrate := s.Migrate
+		migrate = s.Migrate
 		if cfg.Outbox != nil {
 			box, err := outboxsqlite.New(s, outboxsqlite.Config{OutboxTable: cfg.OutboxTable})
 			if err != nil {
@@ -144,11 +146,6 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 			app.closers = append(app.closers, box.Close)
 			app.recorder, app.outbox, migrate = box, box, box.Migrate
 		}
-		if cfg.CreateTables {
-			if err := migrate(ctx); err != nil {
-				return nil, errors.Join(err, app.Close())
-			}
-		}
 	case BackendPostgres:
 		s, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{Schema: cfg.Schema})
 		if err != nil {
@@ -156,7 +153,7 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 		}
 		app.closers = append(app.closers, func() error { s.Close(); return nil })
 		app.recorder = s
-		migrate := s.Migrate
+		migrate = s.Migrate
 		if cfg.Outbox != nil {
 			box, err := outboxpostgres.New(s, outboxpostgres.Config{OutboxTable: cfg.OutboxTable})
 			if err != nil {
@@ -165,11 +162,6 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 			app.closers = append(app.closers, func() error { box.Close(); return nil })
 			app.recorder, app.outbox, migrate = box, box, box.Migrate
 		}
-		if cfg.CreateTables {
-			if err := migrate(ctx); err != nil {
-				return nil, errors.Join(err, app.Close())
-			}
-		}
 	case BackendMySQL:
 		s, err := mysql.Open(ctx, cfg.DatabaseURL, mysql.Config{Schema: cfg.Schema})
 		if err != nil {
@@ -177,7 +169,7 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 		}
 		app.closers = append(app.closers, s.Close)
 		app.recorder = s
-		migrate := s.Migrate
+		migrate = s.Migrate
 		if cfg.Outbox != nil {
 			box, err := outboxmysql.New(s, outboxmysql.Config{OutboxTable: cfg.OutboxTable})
 			if err != nil {
@@ -186,10 +178,10 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 			app.closers = append(app.closers, box.Close)
 			app.recorder, app.outbox, migrate = box, box, box.Migrate
 		}
-		if cfg.CreateTables {
-			if err := migrate(ctx); err != nil {
-				return nil, errors.Join(err, app.Close())
-			}
+	}
+	if cfg.CreateTables && migrate != nil {
+		if err := migrate(ctx); err != nil {
+			return nil, errors.Join(err, app.Close())
 		}
 	}
 	opts.Outbox = cfg.Outbox
