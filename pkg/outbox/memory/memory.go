@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/esflow/esflow/pkg/eventstore"
 	evmemory "github.com/esflow/esflow/pkg/eventstore/memory"
 	"github.com/esflow/esflow/pkg/outbox"
@@ -22,11 +20,23 @@ type Config struct {
 	Now func() time.Time
 }
 
+// delegated is the part of the event store's API that Outbox serves by
+// delegating to it. Embedding the store itself would also promote its
+// Close and Migrate, which mean something else on the outbox.
+type delegated interface {
+	eventstore.Recorder
+	eventstore.SnapshotRecorder
+}
+
 // Outbox is an in-memory transactional outbox over a memory event store.
 // It is safe for concurrent use. Create one with [New].
 type Outbox struct {
 	events *evmemory.Store
-	now    func() time.Time
+	// delegated is events: the outbox is an eventstore.Recorder and
+	// SnapshotRecorder through it (Append, ReadStream, ReadNotifications,
+	// MaxNotificationID, SaveSnapshot, LatestSnapshot).
+	delegated
+	now func() time.Time
 
 	mu     sync.Mutex
 	nextID int64
@@ -64,45 +74,15 @@ func New(events *evmemory.Store, cfg Config) (*Outbox, error) {
 		now = time.Now
 	}
 	return &Outbox{
-		events: events,
-		now:    now,
-		locks:  map[outbox.Shard]chan struct{}{},
-		subs:   map[chan struct{}]struct{}{},
+		events: events, delegated: events,
+		now:   now,
+		locks: map[outbox.Shard]chan struct{}{},
+		subs:  map[chan struct{}]struct{}{},
 	}, nil
 }
 
 // Events returns the wrapped event store.
 func (o *Outbox) Events() *evmemory.Store { return o.events }
-
-// Append implements [eventstore.Recorder] by delegating to the event store.
-func (o *Outbox) Append(ctx context.Context, records []eventstore.Record) error {
-	return o.events.Append(ctx, records)
-}
-
-// ReadStream implements [eventstore.Recorder].
-func (o *Outbox) ReadStream(ctx context.Context, id uuid.UUID, q eventstore.StreamQuery) ([]eventstore.Record, error) {
-	return o.events.ReadStream(ctx, id, q)
-}
-
-// ReadNotifications implements [eventstore.Recorder].
-func (o *Outbox) ReadNotifications(ctx context.Context, q eventstore.NotificationQuery) ([]eventstore.Notification, error) {
-	return o.events.ReadNotifications(ctx, q)
-}
-
-// MaxNotificationID implements [eventstore.Recorder].
-func (o *Outbox) MaxNotificationID(ctx context.Context) (uint64, error) {
-	return o.events.MaxNotificationID(ctx)
-}
-
-// SaveSnapshot delegates to the event store.
-func (o *Outbox) SaveSnapshot(ctx context.Context, snap eventstore.Record) error {
-	return o.events.SaveSnapshot(ctx, snap)
-}
-
-// LatestSnapshot delegates to the event store.
-func (o *Outbox) LatestSnapshot(ctx context.Context, id uuid.UUID, upTo *uint64) (eventstore.Record, bool, error) {
-	return o.events.LatestSnapshot(ctx, id, upTo)
-}
 
 // AppendWithOutbox implements [eventstore.OutboxRecorder]: the records
 // and the messages are stored together or not at all. A message without a

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/esflow/esflow/pkg/eventstore"
 	mysqlstore "github.com/esflow/esflow/pkg/eventstore/mysql"
 	"github.com/esflow/esflow/pkg/outbox"
@@ -51,14 +49,26 @@ type Config struct {
 
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
 
+// delegated is the part of the event store's API that Outbox serves by
+// delegating to it. Embedding the store itself would also promote its
+// Close and Migrate, which mean something else on the outbox.
+type delegated interface {
+	eventstore.Recorder
+	eventstore.SnapshotRecorder
+}
+
 // Outbox is a MariaDB/MySQL transactional outbox over a
 // [mysqlstore.Store]. It is safe for concurrent use.
 type Outbox struct {
 	events *mysqlstore.Store
-	db     *sql.DB
-	table  string
-	retry  time.Duration
-	ping   time.Duration
+	// delegated is events: the outbox is an eventstore.Recorder and
+	// SnapshotRecorder through it (Append, ReadStream, ReadNotifications,
+	// MaxNotificationID, SaveSnapshot, LatestSnapshot).
+	delegated
+	db    *sql.DB
+	table string
+	retry time.Duration
+	ping  time.Duration
 	// wakePoll is Config.WakePollInterval.
 	wakePoll time.Duration
 	q        queries
@@ -106,7 +116,7 @@ func New(events *mysqlstore.Store, cfg Config) (*Outbox, error) {
 		cfg.WakePollInterval = DefaultWakePollInterval
 	}
 	o := &Outbox{
-		events: events, db: events.DB(), table: cfg.OutboxTable,
+		events: events, delegated: events, db: events.DB(), table: cfg.OutboxTable,
 		retry: cfg.LockRetry, ping: cfg.PingInterval, wakePoll: cfg.WakePollInterval,
 		subs: map[chan struct{}]struct{}{},
 	}
@@ -134,36 +144,6 @@ func (o *Outbox) Table() string { return o.table }
 // Close exists for symmetry: the wrapped store stays open (its owner
 // closes it); Wake channels end with their contexts.
 func (o *Outbox) Close() error { return nil }
-
-// Append implements [eventstore.Recorder] by delegating to the event store.
-func (o *Outbox) Append(ctx context.Context, records []eventstore.Record) error {
-	return o.events.Append(ctx, records)
-}
-
-// ReadStream implements [eventstore.Recorder].
-func (o *Outbox) ReadStream(ctx context.Context, id uuid.UUID, q eventstore.StreamQuery) ([]eventstore.Record, error) {
-	return o.events.ReadStream(ctx, id, q)
-}
-
-// ReadNotifications implements [eventstore.Recorder].
-func (o *Outbox) ReadNotifications(ctx context.Context, q eventstore.NotificationQuery) ([]eventstore.Notification, error) {
-	return o.events.ReadNotifications(ctx, q)
-}
-
-// MaxNotificationID implements [eventstore.Recorder].
-func (o *Outbox) MaxNotificationID(ctx context.Context) (uint64, error) {
-	return o.events.MaxNotificationID(ctx)
-}
-
-// SaveSnapshot implements [eventstore.SnapshotRecorder].
-func (o *Outbox) SaveSnapshot(ctx context.Context, snap eventstore.Record) error {
-	return o.events.SaveSnapshot(ctx, snap)
-}
-
-// LatestSnapshot implements [eventstore.SnapshotRecorder].
-func (o *Outbox) LatestSnapshot(ctx context.Context, id uuid.UUID, upTo *uint64) (eventstore.Record, bool, error) {
-	return o.events.LatestSnapshot(ctx, id, upTo)
-}
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -73,12 +72,24 @@ func ValidIdentifier(what, name string) error {
 	return nil
 }
 
+// delegated is the part of the event store's API that Outbox serves by
+// delegating to it. Embedding the store itself would also promote its
+// Close and Migrate, which mean something else on the outbox.
+type delegated interface {
+	eventstore.Recorder
+	eventstore.SnapshotRecorder
+}
+
 // Outbox is a PostgreSQL transactional outbox over a [pgstore.Store]. It
 // implements [eventstore.OutboxRecorder], [eventstore.SnapshotRecorder],
 // [outbox.Source], [outbox.Locker] and [outbox.Waker], and is safe for
 // concurrent use.
 type Outbox struct {
-	events  *pgstore.Store
+	events *pgstore.Store
+	// delegated is events: the outbox is an eventstore.Recorder and
+	// SnapshotRecorder through it (Append, ReadStream, ReadNotifications,
+	// MaxNotificationID, SaveSnapshot, LatestSnapshot).
+	delegated
 	pool    *pgxpool.Pool
 	schema  eventstore.Schema
 	table   string // raw, validated
@@ -150,7 +161,7 @@ func New(events *pgstore.Store, cfg Config) (*Outbox, error) {
 		cfg.NotifyInterval = 0
 	}
 	o := &Outbox{
-		events:  events,
+		events: events, delegated: events,
 		pool:    events.Pool(),
 		schema:  schema,
 		table:   cfg.OutboxTable,
@@ -191,36 +202,6 @@ func (o *Outbox) closed() bool {
 	default:
 		return false
 	}
-}
-
-// Append implements [eventstore.Recorder] by delegating to the event store.
-func (o *Outbox) Append(ctx context.Context, records []eventstore.Record) error {
-	return o.events.Append(ctx, records)
-}
-
-// ReadStream implements [eventstore.Recorder].
-func (o *Outbox) ReadStream(ctx context.Context, id uuid.UUID, q eventstore.StreamQuery) ([]eventstore.Record, error) {
-	return o.events.ReadStream(ctx, id, q)
-}
-
-// ReadNotifications implements [eventstore.Recorder].
-func (o *Outbox) ReadNotifications(ctx context.Context, q eventstore.NotificationQuery) ([]eventstore.Notification, error) {
-	return o.events.ReadNotifications(ctx, q)
-}
-
-// MaxNotificationID implements [eventstore.Recorder].
-func (o *Outbox) MaxNotificationID(ctx context.Context) (uint64, error) {
-	return o.events.MaxNotificationID(ctx)
-}
-
-// SaveSnapshot implements [eventstore.SnapshotRecorder].
-func (o *Outbox) SaveSnapshot(ctx context.Context, snap eventstore.Record) error {
-	return o.events.SaveSnapshot(ctx, snap)
-}
-
-// LatestSnapshot implements [eventstore.SnapshotRecorder].
-func (o *Outbox) LatestSnapshot(ctx context.Context, id uuid.UUID, upTo *uint64) (eventstore.Record, bool, error) {
-	return o.events.LatestSnapshot(ctx, id, upTo)
 }
 
 // lockKey derives a stable advisory lock key from a name (FNV-1a 64).

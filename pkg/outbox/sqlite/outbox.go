@@ -16,8 +16,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/esflow/esflow/pkg/eventstore"
 	sqlstore "github.com/esflow/esflow/pkg/eventstore/sqlite"
 	"github.com/esflow/esflow/pkg/outbox"
@@ -55,10 +53,22 @@ type Config struct {
 
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
 
+// delegated is the part of the event store's API that Outbox serves by
+// delegating to it. Embedding the store itself would also promote its
+// Close and Migrate, which mean something else on the outbox.
+type delegated interface {
+	eventstore.Recorder
+	eventstore.SnapshotRecorder
+}
+
 // Outbox is a SQLite transactional outbox over a [sqlstore.Store]. It is
 // safe for concurrent use.
 type Outbox struct {
 	events *sqlstore.Store
+	// delegated is events: the outbox is an eventstore.Recorder and
+	// SnapshotRecorder through it (Append, ReadStream, ReadNotifications,
+	// MaxNotificationID, SaveSnapshot, LatestSnapshot).
+	delegated
 	db     *sql.DB
 	table  string
 	leases string
@@ -120,7 +130,7 @@ func New(events *sqlstore.Store, cfg Config) (*Outbox, error) {
 		return nil, fmt.Errorf("outbox/sqlite: RenewInterval %v must be shorter than LeaseDuration %v", cfg.RenewInterval, cfg.LeaseDuration)
 	}
 	o := &Outbox{
-		events: events, db: events.DB(), table: cfg.OutboxTable, leases: leases,
+		events: events, delegated: events, db: events.DB(), table: cfg.OutboxTable, leases: leases,
 		lease: cfg.LeaseDuration, renew: cfg.RenewInterval, retry: cfg.LockRetry,
 		writeSlot: make(chan struct{}, 1),
 		subs:      map[chan struct{}]struct{}{},
@@ -152,36 +162,6 @@ func (o *Outbox) Table() string { return o.table }
 // Close releases nothing but exists for symmetry: the wrapped store stays
 // open (its owner closes it); Wake channels end with their contexts.
 func (o *Outbox) Close() error { return nil }
-
-// Append implements [eventstore.Recorder] by delegating to the event store.
-func (o *Outbox) Append(ctx context.Context, records []eventstore.Record) error {
-	return o.events.Append(ctx, records)
-}
-
-// ReadStream implements [eventstore.Recorder].
-func (o *Outbox) ReadStream(ctx context.Context, id uuid.UUID, q eventstore.StreamQuery) ([]eventstore.Record, error) {
-	return o.events.ReadStream(ctx, id, q)
-}
-
-// ReadNotifications implements [eventstore.Recorder].
-func (o *Outbox) ReadNotifications(ctx context.Context, q eventstore.NotificationQuery) ([]eventstore.Notification, error) {
-	return o.events.ReadNotifications(ctx, q)
-}
-
-// MaxNotificationID implements [eventstore.Recorder].
-func (o *Outbox) MaxNotificationID(ctx context.Context) (uint64, error) {
-	return o.events.MaxNotificationID(ctx)
-}
-
-// SaveSnapshot implements [eventstore.SnapshotRecorder].
-func (o *Outbox) SaveSnapshot(ctx context.Context, snap eventstore.Record) error {
-	return o.events.SaveSnapshot(ctx, snap)
-}
-
-// LatestSnapshot implements [eventstore.SnapshotRecorder].
-func (o *Outbox) LatestSnapshot(ctx context.Context, id uuid.UUID, upTo *uint64) (eventstore.Record, bool, error) {
-	return o.events.LatestSnapshot(ctx, id, upTo)
-}
 
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
