@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -16,27 +15,10 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/esflow/esflow/internal/proctest"
 	"github.com/esflow/esflow/pkg/broker"
 	"github.com/esflow/esflow/pkg/outbox"
 )
-
-// syncBuffer collects the service's logs from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // start runs the service in-process and returns its base URL and a stop
 // function that returns run's result.
@@ -45,7 +27,7 @@ func start(t *testing.T, args ...string) (string, func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	logs := &syncBuffer{}
+	logs := &proctest.SyncBuffer{}
 	go func() {
 		done <- run(ctx, append([]string{"-http-addr", "127.0.0.1:0"}, args...), logs, func(a net.Addr) { addrc <- a })
 	}()
@@ -153,7 +135,7 @@ func TestConfigErrors(t *testing.T) {
 			t.Setenv("DATABASE_URL", c.dbURL)
 			t.Setenv("DB_URI", "")
 			t.Setenv("KAFKA_BROKERS", c.brokers)
-			var logs syncBuffer
+			var logs proctest.SyncBuffer
 			err := run(context.Background(), append([]string{"-http-addr", "127.0.0.1:0"}, c.args...), &logs, nil)
 			if err == nil || !strings.Contains(err.Error()+logs.String(), c.says) {
 				t.Fatalf("run: %v, want an error about %q", err, c.says)

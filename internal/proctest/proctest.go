@@ -180,7 +180,7 @@ type Command struct {
 type Process struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *SyncBuffer
 	done chan struct{}
 	err  error // of Wait, valid once done is closed
 }
@@ -221,7 +221,7 @@ func StartCommand(c Command) (*Process, error) {
 	cmd.Dir = c.Dir
 	cmd.Env = Environ(os.Environ(), c.Env, c.Unset)
 	dieWithParent(cmd)
-	p := &Process{name: name, cmd: cmd, out: new(syncBuffer), done: make(chan struct{})}
+	p := &Process{name: name, cmd: cmd, out: new(SyncBuffer), done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -435,19 +435,21 @@ func Tail(s string, n int) string {
 	return "…" + s[len(s)-n:]
 }
 
-// syncBuffer is a bytes.Buffer safe for the exec copier and readers.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer that several goroutines may write and
+// read at once: a process's output copier and the test reading it, or a
+// service's logger and its test.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
