@@ -4,11 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
+	"github.com/esflow/esflow/internal/lockwatch"
 	"github.com/esflow/esflow/pkg/outbox"
 )
 
@@ -69,40 +70,19 @@ func (o *Outbox) Lock(ctx context.Context, shard outbox.Shard) (<-chan struct{},
 		}
 	}
 
-	lost := make(chan struct{})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	var lostOnce sync.Once
-	markLost := func() { lostOnce.Do(func() { close(lost) }) }
-	var gone bool // set by the watcher before it exits; read after done
-	go func() {
-		defer close(done)
-		t := time.NewTicker(o.ping)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			pctx, cancel := context.WithTimeout(context.Background(), max(o.ping, time.Second))
+	lost, release := lockwatch.Watch(o.ping, max(o.ping, time.Second),
+		func(ctx context.Context) error {
 			var mine sql.NullBool
-			err := conn.QueryRowContext(pctx, `SELECT IS_USED_LOCK(`+lockExpr+`) = CONNECTION_ID()`, name).Scan(&mine)
-			cancel()
-			if err != nil || !mine.Valid || !mine.Bool {
-				gone = true
-				markLost()
-				return
+			if err := conn.QueryRowContext(ctx, `SELECT IS_USED_LOCK(`+lockExpr+`) = CONNECTION_ID()`, name).Scan(&mine); err != nil {
+				return err
 			}
-		}
-	}()
-	var relOnce sync.Once
-	release := func() {
-		relOnce.Do(func() {
-			close(stop)
-			<-done
-			markLost()
-			if gone {
+			if !mine.Valid || !mine.Bool {
+				return errors.New("the lock is no longer this session's")
+			}
+			return nil
+		},
+		func(failed bool) {
+			if failed {
 				discard(conn)
 				return
 			}
@@ -114,7 +94,6 @@ func (o *Outbox) Lock(ctx context.Context, shard outbox.Shard) (<-chan struct{},
 			}
 			_ = conn.Close()
 		})
-	}
 	return lost, release, nil
 }
 

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/esflow/esflow/internal/lockwatch"
 	"github.com/esflow/esflow/pkg/outbox"
 )
 
@@ -61,39 +61,10 @@ func (o *Outbox) Lock(ctx context.Context, shard outbox.Shard) (<-chan struct{},
 		}
 	}
 
-	lost := make(chan struct{})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	var lostOnce sync.Once
-	markLost := func() { lostOnce.Do(func() { close(lost) }) }
-	var gone bool // set by the watcher before it exits; read after done
-	go func() {
-		defer close(done)
-		t := time.NewTicker(o.ping)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			pctx, cancel := context.WithTimeout(context.Background(), max(o.ping, time.Second))
-			err := conn.Ping(pctx)
-			cancel()
-			if err != nil {
-				gone = true
-				markLost()
-				return
-			}
-		}
-	}()
-	var relOnce sync.Once
-	release := func() {
-		relOnce.Do(func() {
-			close(stop)
-			<-done
-			markLost()
-			if gone {
+	lost, release := lockwatch.Watch(o.ping, max(o.ping, time.Second),
+		func(ctx context.Context) error { return conn.Ping(ctx) },
+		func(failed bool) {
+			if failed {
 				discard(conn)
 				return
 			}
@@ -107,7 +78,6 @@ func (o *Outbox) Lock(ctx context.Context, shard outbox.Shard) (<-chan struct{},
 			}
 			conn.Release()
 		})
-	}
 	return lost, release, nil
 }
 

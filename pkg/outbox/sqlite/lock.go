@@ -2,11 +2,12 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
+	"github.com/esflow/esflow/internal/lockwatch"
 	"github.com/esflow/esflow/pkg/outbox"
 )
 
@@ -49,46 +50,23 @@ func (o *Outbox) Lock(ctx context.Context, shard outbox.Shard) (<-chan struct{},
 		}
 	}
 
-	lost := make(chan struct{})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	var lostOnce sync.Once
-	markLost := func() { lostOnce.Do(func() { close(lost) }) }
-	go func() {
-		defer close(done)
-		t := time.NewTicker(o.renew)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
+	lost, release := lockwatch.Watch(o.renew, o.lease/2,
+		func(ctx context.Context) error {
+			res, err := o.db.ExecContext(ctx, o.q.renew, time.Now().Add(o.lease).UnixMilli(), name, holder)
+			if err != nil {
+				return err
 			}
-			rctx, cancel := context.WithTimeout(context.Background(), o.lease/2)
-			res, err := o.db.ExecContext(rctx, o.q.renew, time.Now().Add(o.lease).UnixMilli(), name, holder)
-			cancel()
-			var n int64
-			if err == nil {
-				n, err = res.RowsAffected()
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
+				return errors.Join(errors.New("the lease is no longer this holder's"), err)
 			}
-			if err != nil || n != 1 {
-				markLost()
-				return
-			}
-		}
-	}()
-	var relOnce sync.Once
-	release := func() {
-		relOnce.Do(func() {
-			close(stop)
-			<-done
-			markLost()
+			return nil
+		},
+		func(bool) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			// If this fails the lease simply expires.
 			_, _ = o.db.ExecContext(ctx, o.q.release, name, holder)
 		})
-	}
 	return lost, release, nil
 }
 
