@@ -114,6 +114,7 @@ func (s *Store) Append(ctx context.Context, records []eventstore.Record) error {
 		rollback(ctx, conn.Conn())
 		return s.appendError(records, a, fmt.Errorf("commit: %w", err))
 	}
+	s.Committed()
 	return nil
 }
 
@@ -121,10 +122,13 @@ func (s *Store) Append(ctx context.Context, records []eventstore.Record) error {
 // [Store.Append], so that callers can add their own rows (an outbox, for
 // instance) atomically with the events. On any error the caller must roll
 // tx back: on a conflict some of the records may have been inserted.
+// After committing tx, call [Store.Committed] so the sequencer numbers
+// the records at once rather than at its next poll.
 func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, records []eventstore.Record) error {
 	if err := s.checkOpen("append"); err != nil {
 		return err
 	}
+	s.startSequencer()
 	if err := eventstore.ValidateBatch(records); err != nil {
 		return err
 	}

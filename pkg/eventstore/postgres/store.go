@@ -3,13 +3,16 @@ package postgres
 import (
 	"github.com/esflow/esflow/internal/migrate"
 
+	"cmp"
 	"context"
 	"embed"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -17,8 +20,13 @@ import (
 	"github.com/esflow/esflow/pkg/eventstore"
 )
 
-// DefaultSequencerBatch is the default for [Config.SequencerBatch].
-const DefaultSequencerBatch = 10000
+// Defaults of [Config].
+const (
+	DefaultSequencerBatch    = 10000
+	DefaultSequencerPoll     = 50 * time.Millisecond
+	DefaultSequencerTakeover = 500 * time.Millisecond
+	DefaultReadWait          = 2 * time.Second
+)
 
 // MigrationsTable records which migrations were applied to which events
 // table (one row per table and version).
@@ -33,8 +41,37 @@ type Config struct {
 	Schema eventstore.Schema
 
 	// SequencerBatch caps how many records one sequencer step numbers
-	// (see NOTIFICATIONS.md). Zero means [DefaultSequencerBatch].
+	// (see NOTIFICATIONS.md). A transaction is never split: a step takes
+	// whole transactions, at least one. Zero means [DefaultSequencerBatch].
 	SequencerBatch int
+
+	// SequencerPoll is how often the active sequencer looks for commits
+	// it was not told about (appends of other processes, or AppendTx
+	// commits not reported with [Store.Committed]). This store's own
+	// Append wakes it at once. Zero means [DefaultSequencerPoll].
+	SequencerPoll time.Duration
+
+	// SequencerTakeover is how often a standby sequencer tries to take
+	// the table's sequencer lock, so the longest a table goes unnumbered
+	// after its active sequencer's process dies (its session ends with
+	// it, and the lock with the session). Zero means
+	// [DefaultSequencerTakeover].
+	SequencerTakeover time.Duration
+
+	// NoSequencer keeps this store from numbering: it only reads, and
+	// some other process that writes to the table numbers. By default a
+	// store starts its sequencer with its first Migrate, Append, AppendTx,
+	// Committed or Sequence call.
+	NoSequencer bool
+
+	// ReadWait bounds how long ReadNotifications and MaxNotificationID
+	// wait for records committed before the call to be numbered. After
+	// it they return what is numbered. Zero means [DefaultReadWait];
+	// negative means they never wait.
+	ReadWait time.Duration
+
+	// Hooks observe the sequencer. Nil means [NoHooks].
+	Hooks Hooks
 }
 
 // Store is a PostgreSQL [eventstore.Recorder] and
@@ -45,13 +82,16 @@ type Store struct {
 	closed atomic.Bool
 	schema eventstore.Schema
 	names  names
-	batch  int
+	cfg    Config // defaults filled in
 
-	seqLockKey int64
+	seqOnce sync.Once
+	seq     atomic.Pointer[sequencer] // nil until started, and with NoSequencer
 
 	insertSQL      string
 	conflictSQL    string
-	sequenceSQL    string
+	lockSQL        string
+	stepSQL        string
+	pendingSQL     string
 	notifSQL       string
 	notifTopicsSQL string
 	maxNotifSQL    string
@@ -65,6 +105,10 @@ type names struct {
 	StreamID, Position, Topic, Data string
 	StreamKey, NotificationIndex    string
 	PendingIndex                    string
+	// Since migration 3: the notification log and the sequencer's state.
+	Notifications, NotificationsKey string
+	NotificationsSeqKey             string
+	SequencerState, TxIndex         string
 	rawTable, rawStreamKey          string
 }
 
@@ -83,12 +127,17 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if err := schema.Validate(); err != nil {
 		return nil, &eventstore.Error{Op: "new", Err: err}
 	}
-	if cfg.SequencerBatch < 0 {
-		return nil, &eventstore.Error{Op: "new", Err: fmt.Errorf("negative SequencerBatch %d", cfg.SequencerBatch)}
+	if cfg.SequencerBatch < 0 || cfg.SequencerPoll < 0 || cfg.SequencerTakeover < 0 {
+		return nil, &eventstore.Error{Op: "new", Err: fmt.Errorf("negative sequencer setting (batch %d, poll %v, takeover %v)",
+			cfg.SequencerBatch, cfg.SequencerPoll, cfg.SequencerTakeover)}
 	}
-	batch := cfg.SequencerBatch
-	if batch == 0 {
-		batch = DefaultSequencerBatch
+	cfg.Schema = schema
+	cfg.SequencerBatch = cmp.Or(cfg.SequencerBatch, DefaultSequencerBatch)
+	cfg.SequencerPoll = cmp.Or(cfg.SequencerPoll, DefaultSequencerPoll)
+	cfg.SequencerTakeover = cmp.Or(cfg.SequencerTakeover, DefaultSequencerTakeover)
+	cfg.ReadWait = cmp.Or(cfg.ReadWait, DefaultReadWait)
+	if cfg.Hooks == nil {
+		cfg.Hooks = NoHooks{}
 	}
 	q := eventstore.Quote
 	n := names{
@@ -101,15 +150,21 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		StreamKey:         q(schema.Table + "_stream_key"),
 		NotificationIndex: q(schema.Table + "_nid_key"),
 		PendingIndex:      q(schema.Table + "_pending_idx"),
-		rawTable:          schema.Table,
-		rawStreamKey:      schema.Table + "_stream_key",
+		// Table names are at most 48 bytes (Schema.Validate), so these
+		// stay within PostgreSQL's 63 and are never truncated.
+		Notifications:       q(schema.Table + "_notifications"),
+		NotificationsKey:    q(schema.Table + "_notifications_pk"),
+		NotificationsSeqKey: q(schema.Table + "_notifications_seq"),
+		SequencerState:      q(schema.Table + "_sequencer"),
+		TxIndex:             q(schema.Table + "_tx_idx"),
+		rawTable:            schema.Table,
+		rawStreamKey:        schema.Table + "_stream_key",
 	}
 	s := &Store{
-		pool:       pool,
-		schema:     schema,
-		names:      n,
-		batch:      batch,
-		seqLockKey: lockKey("esflow:sequencer:" + schema.Table),
+		pool:   pool,
+		schema: schema,
+		names:  n,
+		cfg:    cfg,
 	}
 	s.buildSQL()
 	return s, nil
@@ -136,10 +191,16 @@ func Open(ctx context.Context, dsn string, cfg Config) (*Store, error) {
 }
 
 // Close marks the store closed (later calls fail with
-// [eventstore.ErrClosed]) and closes the pool if the store opened it.
+// [eventstore.ErrClosed]), stops its sequencer (which releases the
+// table's sequencer lock to a standby) and closes the pool if the store
+// opened it.
 func (s *Store) Close() {
 	if s.closed.Swap(true) {
 		return
+	}
+	s.seqOnce.Do(func() {}) // no sequencer can start after this
+	if q := s.seq.Load(); q != nil {
+		q.stop()
 	}
 	if s.owned {
 		s.pool.Close()
@@ -233,6 +294,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err != nil {
 		return &eventstore.Error{Op: op, Err: err}
 	}
+	s.startSequencer()
 	return nil
 }
 
@@ -262,35 +324,7 @@ WHERE r.pos > 0 AND (
     SELECT true FROM ` + n.Table + ` e WHERE e.` + n.StreamID + ` = r.sid AND e.` + n.Position + ` = r.pos - 1) IS NULL
 ORDER BY r.ord
 LIMIT 1`
-	// Numbers the committed, not yet numbered records in insertion (seq)
-	// order, continuing from the highest id. It runs under the table's
-	// sequencer lock, in a statement that starts after the lock was taken,
-	// so it sees every id assigned before (see NOTIFICATIONS.md).
-	s.sequenceSQL = `WITH pending AS (
-    SELECT p.seq, row_number() OVER (ORDER BY p.seq) AS rn
-    FROM (
-        SELECT seq FROM ` + n.Table + `
-        WHERE notification_id IS NULL
-        ORDER BY seq
-        LIMIT $1
-    ) p
-), base AS (
-    SELECT coalesce(max(notification_id), 0) AS top FROM ` + n.Table + `
-)
-UPDATE ` + n.Table + ` t
-SET notification_id = base.top + pending.rn
-FROM pending, base
-WHERE t.seq = pending.seq`
-	cols := `notification_id, ` + n.StreamID + `, ` + n.Position + `, ` + n.Topic + `, ` + n.Data
-	s.notifSQL = `SELECT ` + cols + ` FROM ` + n.Table + `
-WHERE notification_id >= $1
-ORDER BY notification_id
-LIMIT $2`
-	s.notifTopicsSQL = `SELECT ` + cols + ` FROM ` + n.Table + `
-WHERE notification_id >= $1 AND ` + n.Topic + ` = ANY($3::text[])
-ORDER BY notification_id
-LIMIT $2`
-	s.maxNotifSQL = `SELECT coalesce(max(notification_id), 0) FROM ` + n.Table
+	s.buildLogSQL()
 	s.saveSnapSQL = `INSERT INTO ` + n.SnapshotTable + ` (` + n.StreamID + `, ` + n.Position + `, ` + n.Topic + `, ` + n.Data + `)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (` + n.StreamID + `, ` + n.Position + `) DO UPDATE

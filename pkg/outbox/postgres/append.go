@@ -307,6 +307,7 @@ func (o *Outbox) AppendWithOutbox(ctx context.Context, records []eventstore.Reco
 		// so loudly rather than pretend.
 		return &eventstore.Error{Op: "append", Err: fmt.Errorf("outbox/postgres: wrote %d of %d records and %d of %d messages", nEvents, len(records), nMsgs, len(msgs))}
 	}
+	o.events.Committed() // the records wait for their notification ids
 	if len(msgs) > 0 {
 		o.committed()
 	}
@@ -331,6 +332,7 @@ func (o *Outbox) appendValues(ctx context.Context, records []eventstore.Record, 
 		// Cannot happen: every row is inserted or the guard raises.
 		return &eventstore.Error{Op: "append", Err: fmt.Errorf("outbox/postgres: wrote %d of %d records", n, len(records))}
 	}
+	o.events.Committed() // the records wait for their notification ids
 	if len(msgs) > 0 {
 		o.committed()
 	}

@@ -1,0 +1,304 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Hooks observe a store's sequencer. Implementations must be safe for
+// concurrent use and fast. Embed [NoHooks] to implement only some.
+type Hooks interface {
+	// Sequenced reports a committed sequencer step that numbered records
+	// records of txs transactions; backlog is the number of transactions
+	// the step saw but left for the next one (SequencerBatch reached).
+	Sequenced(records, txs, backlog int, took time.Duration)
+	// SequencerActive reports that this store's sequencer took the
+	// table's sequencer lock (true) or lost it (false).
+	SequencerActive(active bool)
+	// Failed reports an error of operation op ("connect", "lock",
+	// "sequence") that the sequencer survives and retries.
+	Failed(op string, err error)
+}
+
+// NoHooks implements [Hooks] with no-ops.
+type NoHooks struct{}
+
+// Sequenced implements Hooks.
+func (NoHooks) Sequenced(int, int, int, time.Duration) {}
+
+// SequencerActive implements Hooks.
+func (NoHooks) SequencerActive(bool) {}
+
+// Failed implements Hooks.
+func (NoHooks) Failed(string, error) {}
+
+// sequencerLockClass is the high half of the sequencer's advisory lock
+// key; the low half is the events table's oid, so `events` and
+// `public.events` (one table) take one lock, and two tables never share
+// one.
+const sequencerLockClass = 0x65736571 // "eseq"
+
+// buildLogSQL prepares the sequencer's and the readers' statements. See
+// NOTIFICATIONS.md for what each guarantees.
+func (s *Store) buildLogSQL() {
+	n := s.names
+	s.lockSQL = `SELECT pg_try_advisory_lock(($1::bigint << 32) | $2::regclass::oid::bigint)`
+
+	// candidates lists the events rows of transactions the baseline does
+	// not count as done: those at or above its xmax, and those it saw
+	// running (its xip). Both are index scans on tx_id; the MVCC snapshot
+	// of the statement hides rows of transactions still running, so only
+	// committed rows come out. The sequencer state row is read with the
+	// given suffix (FOR UPDATE in the step).
+	candidates := func(lock string) string {
+		return `base AS MATERIALIZED (
+    SELECT baseline FROM ` + n.SequencerState + lock + `
+), cand AS MATERIALIZED (
+    SELECT e.seq, e.tx_id FROM ` + n.Table + ` e
+    WHERE e.tx_id >= (SELECT pg_snapshot_xmax(baseline) FROM base)
+    UNION ALL
+    SELECT e.seq, e.tx_id FROM ` + n.Table + ` e
+    WHERE e.tx_id = ANY (ARRAY(SELECT pg_snapshot_xip(baseline) FROM base))
+)`
+	}
+
+	// One sequencer step, one statement (so one snapshot and one implicit
+	// transaction): the committed rows not yet numbered, grouped by
+	// transaction; whole transactions in order of their last insertion
+	// (seq) until SequencerBatch rows are reached (at least one); ids
+	// continuing from the highest. The baseline moves to this statement's
+	// snapshot only when every pending transaction was taken, so nothing
+	// it makes "done" is left unnumbered. The primary key and the unique
+	// seq key fence the step: a second sequencer whose snapshot missed
+	// this one's ids collides with them and fails, nothing written.
+	s.stepSQL = `WITH ` + candidates(` FOR UPDATE`) + `, pend AS MATERIALIZED (
+    SELECT c.seq, c.tx_id FROM cand c
+    WHERE NOT EXISTS (SELECT 1 FROM ` + n.Notifications + ` x WHERE x.seq = c.seq)
+), txs AS MATERIALIZED (
+    SELECT tx_id, max(seq) AS last, sum(count(*)) OVER (ORDER BY max(seq)) - count(*) AS before
+    FROM pend GROUP BY tx_id
+), chosen AS MATERIALIZED (
+    SELECT tx_id, last FROM txs WHERE before < $1
+), ins AS (
+    INSERT INTO ` + n.Notifications + ` (notification_id, seq)
+    SELECT (SELECT coalesce(max(notification_id), 0) FROM ` + n.Notifications + `)
+        + row_number() OVER (ORDER BY ch.last, p.seq), p.seq
+    FROM pend p JOIN chosen ch ON ch.tx_id = p.tx_id
+    RETURNING 1
+), adv AS (
+    UPDATE ` + n.SequencerState + ` SET baseline = pg_current_snapshot(), numbered_at = now()
+    WHERE (SELECT count(*) FROM txs) > 0 AND (SELECT count(*) FROM chosen) = (SELECT count(*) FROM txs)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM chosen), (SELECT count(*) FROM txs) - (SELECT count(*) FROM chosen)`
+
+	// Whether a committed row is still unnumbered: of any transaction
+	// ($1 NULL), or only of transactions visible in the reader's first
+	// snapshot $1, so commits after the request do not prolong its wait.
+	// Read-only: readers never lock or write.
+	s.pendingSQL = `WITH ` + candidates(``) + `
+SELECT EXISTS (
+    SELECT 1 FROM cand c
+    WHERE ($1::text IS NULL OR pg_visible_in_snapshot(c.tx_id, $1::text::pg_snapshot))
+      AND NOT EXISTS (SELECT 1 FROM ` + n.Notifications + ` x WHERE x.seq = c.seq)
+), pg_current_snapshot()::text`
+
+	cols := `x.notification_id, e.` + n.StreamID + `, e.` + n.Position + `, e.` + n.Topic + `, e.` + n.Data
+	from := ` FROM ` + n.Notifications + ` x JOIN ` + n.Table + ` e ON e.seq = x.seq
+WHERE x.notification_id >= $1`
+	s.notifSQL = `SELECT ` + cols + from + `
+ORDER BY x.notification_id
+LIMIT $2`
+	s.notifTopicsSQL = `SELECT ` + cols + from + ` AND e.` + n.Topic + ` = ANY($3::text[])
+ORDER BY x.notification_id
+LIMIT $2`
+	s.maxNotifSQL = `SELECT coalesce(max(notification_id), 0) FROM ` + n.Notifications
+}
+
+// sequencer is a store's background numbering loop. It holds the table's
+// sequencer lock on a connection of its own while active; standbys (in
+// other processes, or other stores on the table) retry the lock.
+type sequencer struct {
+	s      *Store
+	wake   chan struct{} // capacity 1: wakes coalesce
+	cancel context.CancelFunc
+	done   chan struct{}
+	active atomic.Bool
+
+	mu      sync.Mutex
+	stepped chan struct{} // closed after each step, then replaced
+}
+
+// startSequencer starts the store's sequencer once, unless NoSequencer.
+func (s *Store) startSequencer() {
+	if s.cfg.NoSequencer {
+		return
+	}
+	s.seqOnce.Do(func() {
+		if s.closed.Load() {
+			return
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		q := &sequencer{
+			s:       s,
+			wake:    make(chan struct{}, 1),
+			cancel:  cancel,
+			done:    make(chan struct{}),
+			stepped: make(chan struct{}),
+		}
+		s.seq.Store(q)
+		go q.run(ctx)
+	})
+}
+
+// Committed tells the store's sequencer that a transaction holding
+// records written with [Store.AppendTx] has committed, so it numbers
+// them now rather than at its next poll. It starts the sequencer if it
+// is not running (unless [Config.NoSequencer]). Cheap and non-blocking.
+func (s *Store) Committed() {
+	s.startSequencer()
+	if q := s.seq.Load(); q != nil {
+		q.poke()
+	}
+}
+
+// poke wakes the loop; wakes while it is busy coalesce into one step.
+func (q *sequencer) poke() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// steps returns a channel closed when the step after this call ends.
+func (q *sequencer) steps() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.stepped
+}
+
+func (q *sequencer) stepEnded() {
+	q.mu.Lock()
+	close(q.stepped)
+	q.stepped = make(chan struct{})
+	q.mu.Unlock()
+}
+
+func (q *sequencer) stop() {
+	q.cancel()
+	<-q.done
+}
+
+func (q *sequencer) run(ctx context.Context) {
+	defer close(q.done)
+	cfg := q.s.cfg
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			// Closing the session releases the lock.
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = conn.Close(cctx)
+			cancel()
+		}
+		if q.active.Swap(false) {
+			cfg.Hooks.SequencerActive(false)
+		}
+	}()
+	drop := func() {
+		if conn != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = conn.Close(cctx)
+			cancel()
+			conn = nil
+		}
+		if q.active.Swap(false) {
+			cfg.Hooks.SequencerActive(false)
+		}
+	}
+	retry := newBackoff(10*time.Millisecond, time.Second)
+	for ctx.Err() == nil {
+		if conn == nil {
+			c, err := pgx.ConnectConfig(ctx, q.s.pool.Config().ConnConfig.Copy())
+			if err != nil {
+				cfg.Hooks.Failed("connect", err)
+				retry.wait(ctx)
+				continue
+			}
+			conn = c
+		}
+		if !q.active.Load() {
+			var ok bool
+			err := conn.QueryRow(ctx, q.s.lockSQL, int64(sequencerLockClass), q.s.names.Table).Scan(&ok)
+			if err != nil {
+				cfg.Hooks.Failed("lock", err)
+				drop()
+				retry.wait(ctx)
+				continue
+			}
+			if !ok {
+				sleep(ctx, cfg.SequencerTakeover)
+				continue
+			}
+			q.active.Store(true)
+			cfg.Hooks.SequencerActive(true)
+		}
+		start := time.Now()
+		var records, txs, backlog int64
+		err := conn.QueryRow(ctx, q.s.stepSQL, int64(cfg.SequencerBatch)).Scan(&records, &txs, &backlog)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			cfg.Hooks.Failed("sequence", fmt.Errorf("sequencer step: %w", err))
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || conn.IsClosed() {
+				drop() // the session is gone, and the lock with it
+			}
+			retry.wait(ctx)
+			continue
+		}
+		retry.reset()
+		q.stepEnded()
+		if records > 0 {
+			cfg.Hooks.Sequenced(int(records), int(txs), int(backlog), time.Since(start))
+		}
+		if backlog > 0 {
+			continue
+		}
+		t := time.NewTimer(cfg.SequencerPoll)
+		select {
+		case <-ctx.Done():
+		case <-q.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// backoff doubles a wait from min to max; reset starts over.
+type backoff struct{ min, max, next time.Duration }
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, next: min} }
+
+func (b *backoff) reset() { b.next = b.min }
+
+func (b *backoff) wait(ctx context.Context) {
+	sleep(ctx, b.next)
+	b.next = min(2*b.next, b.max)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
