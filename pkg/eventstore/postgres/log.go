@@ -34,35 +34,23 @@ func (s *Store) ReadNotifications(ctx context.Context, q eventstore.Notification
 	if len(q.Topics) > 0 {
 		sql, args = s.notifTopicsSQL, append(args, q.Topics)
 	}
-	// The pending check and the read travel together; the read is a later
-	// statement, so when nothing was pending it already holds everything
-	// committed before the call.
-	var (
-		out     []eventstore.Notification
-		pending bool
-		snap    string
-	)
-	err := s.withPending(ctx, &pending, &snap, sql, args, func(rows pgx.Rows) error {
-		var err error
-		out, err = collectNotifications(rows, q.Limit)
-		return err
-	})
-	if err != nil {
-		return nil, &eventstore.Error{Op: op, Err: err}
-	}
-	if !pending || len(out) == q.Limit {
-		// A full section cannot change: later ids are higher.
-		return out, nil
-	}
-	if err := s.awaitNumbered(ctx, snap, s.deadline()); err != nil {
-		return nil, &eventstore.Error{Op: op, Err: err}
+	// A section below an id known to exist is complete: ids are never
+	// assigned below one already visible, so it reads without a check.
+	if end := q.Start + uint64(q.Limit) - 1; end < q.Start || end > s.maxKnown.Load() {
+		if _, err := s.awaitCommitted(ctx, s.deadline()); err != nil {
+			return nil, &eventstore.Error{Op: op, Err: err}
+		}
 	}
 	rows, err := s.pool.Query(ctx, sql, args...)
-	if err == nil {
-		out, err = collectNotifications(rows, q.Limit)
-	}
 	if err != nil {
 		return nil, &eventstore.Error{Op: op, Err: err}
+	}
+	out, err := collectNotifications(rows, q.Limit)
+	if err != nil {
+		return nil, &eventstore.Error{Op: op, Err: err}
+	}
+	if len(out) > 0 {
+		s.sawID(out[len(out)-1].ID)
 	}
 	return out, nil
 }
@@ -75,27 +63,11 @@ func (s *Store) MaxNotificationID(ctx context.Context) (uint64, error) {
 	if err := s.checkOpen(op); err != nil {
 		return 0, err
 	}
-	var (
-		top     int64
-		pending bool
-		snap    string
-	)
-	scanMax := func(rows pgx.Rows) error {
-		_, err := pgx.ForEachRow(rows, []any{&top}, func() error { return nil })
-		return err
-	}
-	if err := s.withPending(ctx, &pending, &snap, s.maxNotifSQL, nil, scanMax); err != nil {
+	top, err := s.awaitCommitted(ctx, s.deadline())
+	if err != nil {
 		return 0, &eventstore.Error{Op: op, Err: err}
 	}
-	if pending {
-		if err := s.awaitNumbered(ctx, snap, s.deadline()); err != nil {
-			return 0, &eventstore.Error{Op: op, Err: err}
-		}
-		if err := s.pool.QueryRow(ctx, s.maxNotifSQL).Scan(&top); err != nil {
-			return 0, &eventstore.Error{Op: op, Err: err}
-		}
-	}
-	return uint64(top), nil
+	return top, nil
 }
 
 // Sequence waits until every record committed before the call is
@@ -108,17 +80,7 @@ func (s *Store) Sequence(ctx context.Context) error {
 		return err
 	}
 	s.Committed()
-	var (
-		pending bool
-		snap    string
-	)
-	if err := s.pool.QueryRow(ctx, s.pendingSQL, nil).Scan(&pending, &snap); err != nil {
-		return &eventstore.Error{Op: op, Err: err}
-	}
-	if !pending {
-		return nil
-	}
-	if err := s.awaitNumbered(ctx, snap, time.Time{}); err != nil {
+	if _, err := s.awaitCommitted(ctx, time.Time{}); err != nil {
 		return &eventstore.Error{Op: op, Err: err}
 	}
 	return nil
@@ -133,39 +95,42 @@ func (s *Store) deadline() time.Time {
 	return time.Now().Add(s.cfg.ReadWait)
 }
 
-// withPending sends the pending check and sql in one round trip: it
-// scans the check into pending and snap, and hands sql's rows to scan.
-func (s *Store) withPending(ctx context.Context, pending *bool, snap *string, sql string, args []any, scan func(pgx.Rows) error) error {
-	b := &pgx.Batch{}
-	b.Queue(s.pendingSQL, nil)
-	b.Queue(sql, args...)
-	br := s.pool.SendBatch(ctx, b)
-	err := br.QueryRow().Scan(pending, snap)
-	if err == nil {
-		var rows pgx.Rows
-		rows, err = br.Query()
-		if err == nil {
-			err = scan(rows)
-		}
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// awaitNumbered waits until no record of a transaction visible in snap
-// (the caller's first snapshot) is unnumbered, until deadline (zero: no
-// deadline), or until ctx ends. When this store's sequencer is active it
-// is woken and each of its steps ends a wait; otherwise the check polls.
-// Reaching the deadline is not an error: the caller returns what is
-// numbered.
-func (s *Store) awaitNumbered(ctx context.Context, snap string, deadline time.Time) error {
+// awaitCommitted waits until every record committed before the call is
+// numbered, until deadline (zero: no deadline), or until ctx ends, and
+// returns the highest id assigned when it stopped waiting. When this
+// store's sequencer is active it is woken and each of its steps ends a
+// wait; otherwise the check polls. Reaching the deadline is not an
+// error: the caller reads what is numbered.
+func (s *Store) awaitCommitted(ctx context.Context, deadline time.Time) (uint64, error) {
 	q := s.seq.Load()
+	var first any // the first check's snapshot, then its text
 	pause := time.Millisecond
 	for {
-		if !deadline.IsZero() && !time.Now().Before(deadline) {
-			return nil
+		base, err := s.readerBaseline(ctx)
+		if err != nil {
+			return 0, err
+		}
+		var (
+			pending    bool
+			snap, next string
+			top        int64
+		)
+		err = s.pool.QueryRow(ctx, s.pendingSQL, first, base.xmax, base.xip).
+			Scan(&pending, &snap, &next, &top)
+		if err != nil {
+			return 0, fmt.Errorf("check for unnumbered records: %w", err)
+		}
+		s.sawID(uint64(top))
+		if next != "" && next != base.text {
+			if b, err := parseSnapshot(next); err == nil {
+				s.baseline.Store(b)
+			}
+		}
+		if !pending || (!deadline.IsZero() && !time.Now().Before(deadline)) {
+			return uint64(top), nil
+		}
+		if first == nil {
+			first = snap
 		}
 		var stepped <-chan struct{}
 		if q != nil && q.active.Load() {
@@ -180,19 +145,35 @@ func (s *Store) awaitNumbered(ctx context.Context, snap string, deadline time.Ti
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-stepped:
 		case <-t.C:
 		}
 		t.Stop()
 		pause = min(2*pause, 50*time.Millisecond)
-		var pending bool
-		var next string
-		if err := s.pool.QueryRow(ctx, s.pendingSQL, snap).Scan(&pending, &next); err != nil {
-			return err
-		}
-		if !pending {
-			return nil
+	}
+}
+
+// readerBaseline returns the newest baseline this store saw, reading it
+// once when it has none.
+func (s *Store) readerBaseline(ctx context.Context) (*snapshot, error) {
+	if b := s.baseline.Load(); b != nil {
+		return b, nil
+	}
+	b, err := readBaseline(ctx, s.pool, s.baselineSQL)
+	if err != nil {
+		return nil, err
+	}
+	s.baseline.CompareAndSwap(nil, b)
+	return b, nil
+}
+
+// sawID records that notification id exists.
+func (s *Store) sawID(id uint64) {
+	for {
+		cur := s.maxKnown.Load()
+		if id <= cur || s.maxKnown.CompareAndSwap(cur, id) {
+			return
 		}
 	}
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,4 +34,52 @@ func TestInsertPlanUsesTheStreamIndex(t *testing.T) {
 	defer conn.Close(context.Background())
 	pgtest.RequireIndexLookups(t, ctx, conn, "events", "events_stream_key",
 		map[string]string{"insert": s.insertSQL, "conflict": s.conflictSQL})
+}
+
+// TestLogPlansUseIndexes checks the generic plans of the sequencer step,
+// the readers' pending check and the log read on a fresh table: each
+// reaches events and the notifications table through an index only.
+// Without the scalar-subquery form of "not yet numbered", the step read
+// the whole notifications table into a hash on every execution.
+func TestLogPlansUseIndexes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dsn := pgtest.NewDatabase(t)
+	s, err := Open(ctx, dsn, Config{NoSequencer: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	check := func(when string) {
+		for name, sql := range map[string]string{
+			"step": s.stepSQL, "pending": s.pendingSQL, "read": s.notifSQL, "read topics": s.notifTopicsSQL,
+		} {
+			plan, err := pgtest.GenericPlan(ctx, conn, sql)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			for _, bad := range []string{"Seq Scan on events ", "Seq Scan on events\n", "Seq Scan on events_notifications", "Hash Anti Join", "hashed"} {
+				if strings.Contains(plan+"\n", bad) {
+					t.Errorf("%s, %s: plan has %q:\n%s", when, name, strings.TrimSpace(bad), plan)
+				}
+			}
+		}
+	}
+	check("fresh table")
+	// And once the tables are big and analyzed.
+	if _, err := conn.Exec(ctx, `INSERT INTO events (sequence_id, position, topic, data)
+SELECT gen_random_uuid(), 0, 'T', '' FROM generate_series(1, 20000);
+INSERT INTO events_notifications SELECT seq, seq FROM events;
+ANALYZE events; ANALYZE events_notifications`); err != nil {
+		t.Fatal(err)
+	}
+	check("20,000 rows")
 }

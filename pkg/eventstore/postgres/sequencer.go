@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,36 +52,51 @@ func (s *Store) buildLogSQL() {
 	n := s.names
 	s.lockSQL = `SELECT pg_try_advisory_lock(($1::bigint << 32) | $2::regclass::oid::bigint)`
 
-	// candidates lists the events rows of transactions the baseline does
-	// not count as done: those at or above its xmax, and those it saw
-	// running (its xip). Both are index scans on tx_id; the MVCC snapshot
-	// of the statement hides rows of transactions still running, so only
-	// committed rows come out. The sequencer state row is read with the
-	// given suffix (FOR UPDATE in the step).
-	candidates := func(lock string) string {
-		return `base AS MATERIALIZED (
-    SELECT baseline FROM ` + n.SequencerState + lock + `
-), cand AS MATERIALIZED (
+	// cand lists the events rows of transactions a baseline does not
+	// count as done: those at or above its xmax ($xmax), and those it saw
+	// running (its xip, $xip). Both are index scans on tx_id reading only
+	// recent rows. The range is closed above by the current xmax although
+	// no row can lie beyond it: with both bounds unknown to a generic
+	// plan, PostgreSQL estimates a narrow range and keeps the index; with
+	// the lower bound alone it estimated a third of the table and chose a
+	// sequential scan (TestLogPlansUseIndexes). The MVCC snapshot of the
+	// statement hides rows of transactions still running, so only
+	// committed rows come out.
+	cand := func(xmax, xip string) string {
+		return `cand AS MATERIALIZED (
     SELECT e.seq, e.tx_id FROM ` + n.Table + ` e
-    WHERE e.tx_id >= (SELECT pg_snapshot_xmax(baseline) FROM base)
+    WHERE e.tx_id >= ` + xmax + `::text::xid8 AND e.tx_id < pg_snapshot_xmax(pg_current_snapshot())
     UNION ALL
     SELECT e.seq, e.tx_id FROM ` + n.Table + ` e
-    WHERE e.tx_id = ANY (ARRAY(SELECT pg_snapshot_xip(baseline) FROM base))
+    WHERE e.tx_id = ANY (` + xip + `::text[]::xid8[])
 )`
 	}
 
+	// Whether candidate c has no id yet: a scalar subquery, an index
+	// probe per candidate. As NOT EXISTS, PostgreSQL planned a hash anti
+	// join that read the whole notifications table on every step
+	// (TestLogPlansUseIndexes).
+	unnumbered := `(SELECT true FROM ` + n.Notifications + ` x WHERE x.seq = c.seq) IS NULL`
+
 	// One sequencer step, one statement (so one snapshot and one implicit
-	// transaction): the committed rows not yet numbered, grouped by
-	// transaction; whole transactions in order of their last insertion
-	// (seq) until SequencerBatch rows are reached (at least one); ids
-	// continuing from the highest. The baseline moves to this statement's
-	// snapshot only when every pending transaction was taken, so nothing
-	// it makes "done" is left unnumbered. The primary key and the unique
-	// seq key fence the step: a second sequencer whose snapshot missed
-	// this one's ids collides with them and fails, nothing written.
-	s.stepSQL = `WITH ` + candidates(` FOR UPDATE`) + `, pend AS MATERIALIZED (
+	// transaction). $2 is the baseline the sequencer believes current,
+	// $3 and $4 its xmax and xip. The state row is locked and compared
+	// with $2: when another sequencer moved it, the step does nothing and
+	// returns the row's baseline. Otherwise: the committed rows not yet
+	// numbered, grouped by transaction; whole transactions in order of
+	// their last insertion (seq) until SequencerBatch ($1) rows are
+	// reached (at least one); ids continuing from the highest. The
+	// baseline moves to this statement's snapshot only when every pending
+	// transaction was taken, so nothing it makes "done" is left
+	// unnumbered. The primary key and the unique seq key fence the step:
+	// a second sequencer whose snapshot missed this one's ids collides
+	// with them and fails, nothing written.
+	s.stepSQL = `WITH base AS MATERIALIZED (
+    SELECT baseline::text AS baseline, baseline::text = $2::text AS current
+    FROM ` + n.SequencerState + ` FOR UPDATE
+), ` + cand(`$3`, `$4`) + `, pend AS MATERIALIZED (
     SELECT c.seq, c.tx_id FROM cand c
-    WHERE NOT EXISTS (SELECT 1 FROM ` + n.Notifications + ` x WHERE x.seq = c.seq)
+    WHERE (SELECT current FROM base) AND ` + unnumbered + `
 ), txs AS MATERIALIZED (
     SELECT tx_id, max(seq) AS last, sum(count(*)) OVER (ORDER BY max(seq)) - count(*) AS before
     FROM pend GROUP BY tx_id
@@ -95,20 +111,26 @@ func (s *Store) buildLogSQL() {
 ), adv AS (
     UPDATE ` + n.SequencerState + ` SET baseline = pg_current_snapshot(), numbered_at = now()
     WHERE (SELECT count(*) FROM txs) > 0 AND (SELECT count(*) FROM chosen) = (SELECT count(*) FROM txs)
-    RETURNING 1
+    RETURNING baseline::text
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM chosen), (SELECT count(*) FROM txs) - (SELECT count(*) FROM chosen)`
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM chosen), (SELECT count(*) FROM txs) - (SELECT count(*) FROM chosen),
+    coalesce((SELECT baseline FROM adv), (SELECT baseline FROM base), '')`
 
 	// Whether a committed row is still unnumbered: of any transaction
 	// ($1 NULL), or only of transactions visible in the reader's first
 	// snapshot $1, so commits after the request do not prolong its wait.
-	// Read-only: readers never lock or write.
-	s.pendingSQL = `WITH ` + candidates(``) + `
+	// $2 and $3 are a baseline the store saw: an older baseline than the
+	// current one only makes more rows candidates, which the numbered
+	// check then drops. Returns the statement's snapshot and the current
+	// baseline and the highest id. Read-only: readers never lock or write.
+	s.pendingSQL = `WITH ` + cand(`$2`, `$3`) + `
 SELECT EXISTS (
     SELECT 1 FROM cand c
     WHERE ($1::text IS NULL OR pg_visible_in_snapshot(c.tx_id, $1::text::pg_snapshot))
-      AND NOT EXISTS (SELECT 1 FROM ` + n.Notifications + ` x WHERE x.seq = c.seq)
-), pg_current_snapshot()::text`
+      AND ` + unnumbered + `
+), pg_current_snapshot()::text, coalesce((SELECT baseline::text FROM ` + n.SequencerState + `), ''),
+    (SELECT coalesce(max(notification_id), 0) FROM ` + n.Notifications + `)`
+	s.baselineSQL = `SELECT baseline::text FROM ` + n.SequencerState
 
 	cols := `x.notification_id, e.` + n.StreamID + `, e.` + n.Position + `, e.` + n.Topic + `, e.` + n.Data
 	from := ` FROM ` + n.Notifications + ` x JOIN ` + n.Table + ` e ON e.seq = x.seq
@@ -223,6 +245,19 @@ func (q *sequencer) run(ctx context.Context) {
 		}
 	}
 	retry := newBackoff(10*time.Millisecond, time.Second)
+	var base *snapshot
+	// failed reports err, drops the session unless the server answered
+	// (a broken session has lost the lock too), forgets the baseline and
+	// backs off.
+	failed := func(op string, err error) {
+		cfg.Hooks.Failed(op, err)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || conn.IsClosed() {
+			drop()
+		}
+		base = nil
+		retry.wait(ctx)
+	}
 	for ctx.Err() == nil {
 		if conn == nil {
 			c, err := pgx.ConnectConfig(ctx, q.s.pool.Config().ConnConfig.Copy())
@@ -237,9 +272,7 @@ func (q *sequencer) run(ctx context.Context) {
 			var ok bool
 			err := conn.QueryRow(ctx, q.s.lockSQL, int64(sequencerLockClass), q.s.names.Table).Scan(&ok)
 			if err != nil {
-				cfg.Hooks.Failed("lock", err)
-				drop()
-				retry.wait(ctx)
+				failed("lock", err)
 				continue
 			}
 			if !ok {
@@ -249,19 +282,31 @@ func (q *sequencer) run(ctx context.Context) {
 			q.active.Store(true)
 			cfg.Hooks.SequencerActive(true)
 		}
+		if base == nil {
+			b, err := readBaseline(ctx, conn, q.s.baselineSQL)
+			if err != nil {
+				failed("sequence", err)
+				continue
+			}
+			base = b
+		}
 		start := time.Now()
 		var records, txs, backlog int64
-		err := conn.QueryRow(ctx, q.s.stepSQL, int64(cfg.SequencerBatch)).Scan(&records, &txs, &backlog)
+		var next string
+		err := conn.QueryRow(ctx, q.s.stepSQL, int64(cfg.SequencerBatch), base.text, base.xmax, base.xip).
+			Scan(&records, &txs, &backlog, &next)
+		changed := err == nil && next != base.text
+		if changed {
+			base, err = parseSnapshot(next)
+			if err == nil {
+				q.s.baseline.Store(base)
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			cfg.Hooks.Failed("sequence", fmt.Errorf("sequencer step: %w", err))
-			var pgErr *pgconn.PgError
-			if !errors.As(err, &pgErr) || conn.IsClosed() {
-				drop() // the session is gone, and the lock with it
-			}
-			retry.wait(ctx)
+			failed("sequence", fmt.Errorf("sequencer step: %w", err))
 			continue
 		}
 		retry.reset()
@@ -269,8 +314,8 @@ func (q *sequencer) run(ctx context.Context) {
 		if records > 0 {
 			cfg.Hooks.Sequenced(int(records), int(txs), int(backlog), time.Since(start))
 		}
-		if backlog > 0 {
-			continue
+		if backlog > 0 || changed && records == 0 {
+			continue // more to number, or another sequencer moved the baseline
 		}
 		t := time.NewTimer(cfg.SequencerPoll)
 		select {
@@ -301,4 +346,36 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// snapshot is a pg_snapshot in its text form "xmin:xmax:xip,…", with
+// xmax and the running ids split out to be passed as parameters.
+type snapshot struct {
+	text string
+	xmax string
+	xip  []string
+}
+
+func parseSnapshot(text string) (*snapshot, error) {
+	parts := strings.Split(text, ":")
+	if len(parts) != 3 || parts[1] == "" {
+		return nil, fmt.Errorf("sequencer: malformed baseline snapshot %q", text)
+	}
+	b := &snapshot{text: text, xmax: parts[1], xip: []string{}}
+	if parts[2] != "" {
+		b.xip = strings.Split(parts[2], ",")
+	}
+	return b, nil
+}
+
+// readBaseline reads the sequencer's baseline from its state row.
+func readBaseline(ctx context.Context, q querier, sql string) (*snapshot, error) {
+	var text string
+	if err := q.QueryRow(ctx, sql).Scan(&text); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, errors.New("sequencer: no baseline row (run Migrate)")
+		}
+		return nil, fmt.Errorf("sequencer: read baseline: %w", err)
+	}
+	return parseSnapshot(text)
 }

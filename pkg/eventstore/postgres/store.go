@@ -86,12 +86,18 @@ type Store struct {
 
 	seqOnce sync.Once
 	seq     atomic.Pointer[sequencer] // nil until started, and with NoSequencer
+	// baseline is the newest sequencer baseline this store saw, as
+	// pg_snapshot text; readers' pending checks start from it.
+	baseline atomic.Pointer[snapshot]
+	// maxKnown is the highest notification id this store saw assigned.
+	maxKnown atomic.Uint64
 
 	insertSQL      string
 	conflictSQL    string
 	lockSQL        string
 	stepSQL        string
 	pendingSQL     string
+	baselineSQL    string
 	notifSQL       string
 	notifTopicsSQL string
 	maxNotifSQL    string
@@ -242,6 +248,12 @@ var migrateLockKey = lockKey("esflow:migrate")
 // migrations run in one transaction under an advisory lock, and each
 // applied version is recorded in [MigrationsTable] for the events table.
 func (s *Store) Migrate(ctx context.Context) error {
+	return s.migrate(ctx, 0)
+}
+
+// migrate applies the migrations up to version upTo (0: all). Tests
+// stop early to build a database as an older release left it.
+func (s *Store) migrate(ctx context.Context, upTo int) error {
 	const op = "migrate"
 	if err := s.checkOpen(op); err != nil {
 		return err
@@ -275,7 +287,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 			done[int(v)] = true
 		}
 		for _, m := range ms {
-			if done[m.Version] {
+			if done[m.Version] || (upTo > 0 && m.Version > upTo) {
 				continue
 			}
 			var sql strings.Builder
@@ -294,7 +306,9 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err != nil {
 		return &eventstore.Error{Op: op, Err: err}
 	}
-	s.startSequencer()
+	if upTo == 0 {
+		s.startSequencer()
+	}
 	return nil
 }
 
