@@ -46,6 +46,7 @@ func Run(t *testing.T, newRecorder func(t *testing.T) eventstore.Recorder) {
 		{"BinaryDataRoundTrip", testBinaryData},
 		{"RacingWritersOneWinner", testRacingWriters},
 		{"ConcurrentTailNeverSkips", testConcurrentTail},
+		{"ConcurrentBatchesContiguous", testConcurrentBatchesContiguous},
 		{"Snapshots", testSnapshots},
 	}
 	for _, tc := range tests {
@@ -503,6 +504,57 @@ func testConcurrentTail(t *testing.T, r eventstore.Recorder) {
 	stored = int(max)
 	if total != stored {
 		t.Fatalf("readers saw %d records, store holds %d", total, stored)
+	}
+}
+
+// testConcurrentBatchesContiguous: two batches for different streams,
+// appended at the same moment, each take one contiguous run of
+// notification ids: all ids of one lie above or below all ids of the
+// other. Consumers of the log rely on a transaction being one run.
+func testConcurrentBatchesContiguous(t *testing.T, r eventstore.Recorder) {
+	next := uint64(1)
+	for round := range 5 {
+		var batches [2][]eventstore.Record
+		owner := map[uuid.UUID]int{}
+		for b, size := range []int{20, 200} {
+			ids := []uuid.UUID{uuid.New(), uuid.New(), uuid.New(), uuid.New()}
+			for i := range size {
+				id := ids[i%len(ids)]
+				owner[id] = b
+				batches[b] = append(batches[b], rec(id, uint64(i/len(ids)), "T", "{}"))
+			}
+		}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, b := range batches {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if err := r.Append(ctx(t), b); err != nil {
+					t.Errorf("round %d: %v", round, err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		ns, err := r.ReadNotifications(ctx(t), eventstore.NotificationQuery{Start: next, Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ns) != 220 {
+			t.Fatalf("round %d: %d notifications, want 220", round, len(ns))
+		}
+		changes := 0
+		for i := 1; i < len(ns); i++ {
+			if owner[ns[i].StreamID] != owner[ns[i-1].StreamID] {
+				changes++
+			}
+		}
+		if changes != 1 {
+			t.Fatalf("round %d: two concurrent batches interleave in the log (%d alternations)", round, changes)
+		}
+		next = ns[len(ns)-1].ID + 1
 	}
 }
 

@@ -19,10 +19,11 @@
 // alternative layout). Names are checked with [eventstore.Schema.Validate]
 // and quoted with [eventstore.Quote]; an invalid name makes [New] fail
 // with an error matching [eventstore.ErrInvalidIdentifier]. Next to the
-// configured columns the table has seq (insertion order), tx_id (the
-// writing transaction) and notification_id. [Store.Migrate] applies the
-// embedded, versioned migrations under an advisory lock and records them
-// in [MigrationsTable].
+// configured columns the table has seq (insertion order) and tx_id (the
+// writing transaction); notification ids live in <table>_notifications
+// and the sequencer's state in <table>_sequencer. [Store.Migrate] applies
+// the embedded, versioned migrations under an advisory lock and records
+// them in [MigrationsTable].
 //
 // # Appending
 //
@@ -37,10 +38,19 @@
 // # Notifications
 //
 // Notification IDs are contiguous from 1 and assigned after commit by a
-// sequencer step that [Store.ReadNotifications] and
-// [Store.MaxNotificationID] run before reading (or [Store.Sequence]
-// directly). Writers never serialise on a global counter, rolled-back
-// appends leave no gaps, and a reader that has seen ID n never later
-// meets a record with an ID <= n. NOTIFICATIONS.md in this directory
-// explains why, and the caveats.
+// background sequencer that every store opened for writing runs (it
+// starts with the first Migrate, Append, AppendTx, [Store.Committed] or
+// [Store.Sequence]; [Config.NoSequencer] turns it off). One sequencer per
+// table is active, holding an advisory lock keyed by the table's oid;
+// the others stand by. It numbers whole transactions, so one
+// transaction's records are one contiguous run of IDs, and writes only
+// the narrow notifications table, never the event row. Writers never
+// serialise on a global counter, rolled-back appends leave no gaps, and
+// a reader that has seen ID n never later meets a record with an ID <= n.
+//
+// Readers only read: [Store.ReadNotifications] and
+// [Store.MaxNotificationID] wait (up to [Config.ReadWait]) for records
+// committed before the call to be numbered, then return what is.
+// [Config.Hooks] observes the sequencer. NOTIFICATIONS.md in this
+// directory explains the design, why it is correct, and the caveats.
 package postgres
