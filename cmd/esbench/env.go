@@ -54,6 +54,10 @@ type scale struct {
 	pyTx       int            // transactions of workload 6b
 	pyTxEvents int            // events per transaction
 	pyWorkers  int
+
+	seqEvents   int           // events per layout of workload 7's write cost
+	seqLoadTime time.Duration // workload 7's W1 c=32 load
+	seqBacklog  int           // events of workload 7's catch-up
 }
 
 func fullScale() scale {
@@ -66,6 +70,7 @@ func fullScale() scale {
 		loadSizes: []int{1, 100, 10_000}, loadTime: 3 * time.Second,
 		pySaves: map[string]int{"postgres": 2_500, "sqlite": 15_000},
 		pyTx:    60, pyTxEvents: 500, pyWorkers: 4,
+		seqEvents: 20_000, seqLoadTime: 10 * time.Second, seqBacklog: 200_000,
 	}
 }
 
@@ -79,6 +84,7 @@ func quickScale() scale {
 		loadSizes: []int{1, 100, 1_000}, loadTime: 100 * time.Millisecond,
 		pySaves: map[string]int{"postgres": 100, "sqlite": 300},
 		pyTx:    8, pyTxEvents: 50, pyWorkers: 4,
+		seqEvents: 800, seqLoadTime: 500 * time.Millisecond, seqBacklog: 2_000,
 	}
 }
 
@@ -95,6 +101,7 @@ var workloads = []workload{
 	{"w4", "projector drain from Kafka into a read model with tracking", runProjector},
 	{"w5", "loading an aggregate, with and without snapshots", runLoad},
 	{"w6", "the Python library's timing tests, for comparison", runPython},
+	{"w7", "notification sequencer: write cost per layout, rate under load, catch-up", runSequencer},
 }
 
 func knownWorkload(id string) bool {

@@ -70,7 +70,7 @@ func parseOptions(args []string) (options, error) {
 	fs := flag.NewFlagSet("esbench", flag.ContinueOnError)
 	var (
 		quick = fs.Bool("quick", false, "small sizes: a smoke test, not figures")
-		only  = fs.String("only", "", "comma-separated workloads to run (w1..w6); default all")
+		only  = fs.String("only", "", "comma-separated workloads to run (w1..w7); default all")
 		out   = fs.String("out", "BENCHMARKS.md", "report to rewrite (only its generated section)")
 		plots = fs.String("plots", "docs/bench", "directory of the SVG plots (linked relative to -out)")
 		_     = fs.Bool("broker", false, "internal: run the embedded broker and print its address")
@@ -95,7 +95,7 @@ func parseOptions(args []string) (options, error) {
 		for _, w := range strings.Split(*only, ",") {
 			w = strings.TrimSpace(strings.ToLower(w))
 			if !knownWorkload(w) {
-				return options{}, fmt.Errorf("-only: unknown workload %q (want w1..w6)", w)
+				return options{}, fmt.Errorf("-only: unknown workload %q (want w1..w7)", w)
 			}
 			o.only[w] = true
 		}
