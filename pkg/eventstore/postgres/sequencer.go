@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Hooks observe a store's sequencer. Implementations must be safe for
@@ -246,15 +245,12 @@ func (q *sequencer) run(ctx context.Context) {
 	}
 	retry := newBackoff(10*time.Millisecond, time.Second)
 	var base *snapshot
-	// failed reports err, drops the session unless the server answered
-	// (a broken session has lost the lock too), forgets the baseline and
-	// backs off.
+	// failed reports err, ends the session (releasing the lock, so that a
+	// standby that can number takes over from one that cannot: a
+	// read-only role, say), forgets the baseline and backs off.
 	failed := func(op string, err error) {
 		cfg.Hooks.Failed(op, err)
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || conn.IsClosed() {
-			drop()
-		}
+		drop()
 		base = nil
 		retry.wait(ctx)
 	}
