@@ -147,7 +147,10 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 			app.recorder, app.outbox, migrate = box, box, box.Migrate
 		}
 	case BackendPostgres:
-		s, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{Schema: cfg.Schema})
+		s, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{
+			Schema: cfg.Schema,
+			Hooks:  postgres.LogHooks(cfg.Logger, cfg.Schema.WithDefaults().Table),
+		})
 		if err != nil {
 			return nil, err
 		}
