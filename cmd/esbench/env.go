@@ -58,6 +58,7 @@ type scale struct {
 	seqEvents   int           // events per layout of workload 7's write cost
 	seqLoadTime time.Duration // workload 7's W1 c=32 load
 	seqBacklog  int           // events of workload 7's catch-up
+	seqPaceTime time.Duration // each run of workload 7's pacing comparison
 }
 
 func fullScale() scale {
@@ -70,7 +71,7 @@ func fullScale() scale {
 		loadSizes: []int{1, 100, 10_000}, loadTime: 3 * time.Second,
 		pySaves: map[string]int{"postgres": 2_500, "sqlite": 15_000},
 		pyTx:    60, pyTxEvents: 500, pyWorkers: 4,
-		seqEvents: 20_000, seqLoadTime: 10 * time.Second, seqBacklog: 200_000,
+		seqEvents: 20_000, seqLoadTime: 10 * time.Second, seqBacklog: 200_000, seqPaceTime: 3 * time.Second,
 	}
 }
 
@@ -84,7 +85,7 @@ func quickScale() scale {
 		loadSizes: []int{1, 100, 1_000}, loadTime: 100 * time.Millisecond,
 		pySaves: map[string]int{"postgres": 100, "sqlite": 300},
 		pyTx:    8, pyTxEvents: 50, pyWorkers: 4,
-		seqEvents: 800, seqLoadTime: 500 * time.Millisecond, seqBacklog: 2_000,
+		seqEvents: 800, seqLoadTime: 500 * time.Millisecond, seqBacklog: 2_000, seqPaceTime: 200 * time.Millisecond,
 	}
 }
 

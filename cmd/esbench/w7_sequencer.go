@@ -59,6 +59,7 @@ func runSequencer(ctx context.Context, e *env) (*section, error) {
 		fmt.Sprintf("Write cost: %d events of %d-byte payloads, one per transaction, appended by 8 concurrent `Store.Append` callers into a fresh database per layout, the sequencer (if any) running beside them as in production. WAL is `pg_current_wal_lsn()` before the first append and after the last event is numbered; sizes are `pg_relation_size` / `pg_indexes_size`; dead tuples from `pgstattuple`.", n, payloadSize),
 		"Layouts: *no sequencing* (`NoSequencer`: nothing numbers, the floor); *narrow table* (this release: the background sequencer inserts (notification_id, seq) rows); *row update* (the former design, migrations 1-2: the sequencer's UPDATE sets `notification_id` on the event row, run in a loop woken by every append as readers used to).",
 		fmt.Sprintf("Sequencer under load: the W1 save path (events + outbox, one event per transaction) at c=32 for %s, sampling every 100 ms the highest `seq` (≈ appended) and the highest notification id (numbered).", e.scale.seqLoadTime),
+		fmt.Sprintf("Pacing: `Store.Append` of one event per transaction for %s per run at c=1 and c=8 with nothing numbering (`NoSequencer`), the sequencer stepping at every commit (`SequencerDelay` < 0) and paced (the default %s), %d rounds alternated, medians and ranges.", e.scale.seqPaceTime, pgstore.DefaultSequencerDelay, saveRounds),
 		fmt.Sprintf("Catch-up: %d events appended with nothing numbering (100 per transaction), then one sequencing store opened and `Sequence` timed.", e.scale.seqBacklog),
 	}}
 	costs := make([]layoutCost, 0, 3)
@@ -94,6 +95,12 @@ func runSequencer(ctx context.Context, e *env) (*section, error) {
 				narrow.walPerEvent-none.walPerEvent, former.walPerEvent-none.walPerEvent, none.walPerEvent),
 			target: "less than the row update", pass: narrow.walPerEvent < former.walPerEvent,
 		})
+
+	pacing, err := sequencerPacing(ctx, e)
+	if err != nil {
+		return nil, fmt.Errorf("pacing: %w", err)
+	}
+	sec.tables = append(sec.tables, pacing)
 
 	load, err := sequencerUnderLoad(ctx, e)
 	if err != nil {
@@ -390,4 +397,78 @@ func sequencerCatchUp(ctx context.Context, e *env) (time.Duration, error) {
 		return 0, err
 	}
 	return time.Since(start), nil
+}
+
+// sequencerPacing compares append throughput with no sequencer, an
+// unpaced one and a paced one, alternating the variants in each round.
+func sequencerPacing(ctx context.Context, e *env) (table, error) {
+	t := table{header: []string{"concurrency", "no sequencing events/s", "unpaced events/s", "paced (default) events/s", "paced / none"}}
+	variants := []pgstore.Config{{NoSequencer: true}, {SequencerDelay: -1}, {}}
+	for _, writers := range []int{1, 8} {
+		rates := make([][]float64, len(variants))
+		for round := range saveRounds {
+			for i, cfg := range variants {
+				r, err := appendRate(ctx, e, cfg, writers, fmt.Sprintf("p%d_%d_%d", writers, round, i))
+				if err != nil {
+					return t, err
+				}
+				rates[i] = append(rates[i], r)
+			}
+		}
+		t.add(fmt.Sprint(writers), spread(rates[0]), spread(rates[1]), spread(rates[2]), fmt.Sprintf("%.2f", median(rates[2])/median(rates[0])))
+		e.say("  pacing c=%d: none %s/s, unpaced %s/s, paced %s/s", writers, rate(median(rates[0])), rate(median(rates[1])), rate(median(rates[2])))
+	}
+	return t, nil
+}
+
+// appendRate appends one event per transaction from writers goroutines
+// for the pacing run time into a fresh database and returns events/s.
+func appendRate(ctx context.Context, e *env, cfg pgstore.Config, writers int, name string) (float64, error) {
+	db, err := e.pg.newDatabase(ctx, e.name("w7", name), writers+2)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Drop(ctx)
+	store, err := pgstore.Open(ctx, db.dsn, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer store.Close()
+	if err := store.Migrate(ctx); err != nil {
+		return 0, err
+	}
+	data := []byte(`{"v":"` + strings.Repeat("x", payloadSize-8) + `"}`)
+	runCtx, stop := context.WithTimeout(ctx, e.scale.seqPaceTime)
+	defer stop()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	total := 0
+	errs := make(chan error, writers)
+	start := time.Now()
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := uuid.New()
+			n := 0
+			defer func() { mu.Lock(); total += n; mu.Unlock() }()
+			for pos := uint64(0); runCtx.Err() == nil; pos++ {
+				r := eventstore.Record{StreamID: id, Position: pos, Topic: "Recorded", Data: data}
+				if err := store.Append(runCtx, []eventstore.Record{r}); err != nil {
+					if runCtx.Err() == nil {
+						errs <- err
+					}
+					return
+				}
+				n++
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	close(errs)
+	if err := errors.Join(collect(errs)...); err != nil {
+		return 0, err
+	}
+	return float64(total) / took.Seconds(), nil
 }

@@ -135,7 +135,7 @@ func (s *Store) awaitCommitted(ctx context.Context, deadline time.Time) (uint64,
 		var stepped <-chan struct{}
 		if q != nil && q.active.Load() {
 			stepped = q.steps()
-			q.poke()
+			q.hurry()
 		}
 		wait := pause
 		if !deadline.IsZero() {

@@ -149,6 +149,7 @@ LIMIT $2`
 type sequencer struct {
 	s      *Store
 	wake   chan struct{} // capacity 1: wakes coalesce
+	urgent chan struct{} // a reader waits: step now, whatever the pacing
 	cancel context.CancelFunc
 	done   chan struct{}
 	active atomic.Bool
@@ -170,6 +171,7 @@ func (s *Store) startSequencer() {
 		q := &sequencer{
 			s:       s,
 			wake:    make(chan struct{}, 1),
+			urgent:  make(chan struct{}, 1),
 			cancel:  cancel,
 			done:    make(chan struct{}),
 			stepped: make(chan struct{}),
@@ -190,10 +192,19 @@ func (s *Store) Committed() {
 	}
 }
 
-// poke wakes the loop; wakes while it is busy coalesce into one step.
+// poke wakes the loop after a commit; wakes while it is busy coalesce
+// into one step, and steps are paced by SequencerDelay.
 func (q *sequencer) poke() {
 	select {
 	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// hurry wakes the loop for a waiting reader: the next step starts at once.
+func (q *sequencer) hurry() {
+	select {
+	case q.urgent <- struct{}{}:
 	default:
 	}
 }
@@ -313,13 +324,37 @@ func (q *sequencer) run(ctx context.Context) {
 		if backlog > 0 || changed && records == 0 {
 			continue // more to number, or another sequencer moved the baseline
 		}
-		t := time.NewTimer(cfg.SequencerPoll)
-		select {
-		case <-ctx.Done():
-		case <-q.wake:
-		case <-t.C:
-		}
-		t.Stop()
+		q.pause(ctx, start)
+	}
+}
+
+// pause waits for the next step: until a commit wakes it (but not before
+// SequencerDelay after the last step began, so that a stream of commits
+// shares steps, and with them the steps' WAL flushes), until a reader
+// hurries it, or for SequencerPoll.
+func (q *sequencer) pause(ctx context.Context, lastStep time.Time) {
+	cfg := q.s.cfg
+	poll := time.NewTimer(cfg.SequencerPoll)
+	defer poll.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-q.urgent:
+		return
+	case <-poll.C:
+		return
+	case <-q.wake:
+	}
+	wait := time.Until(lastStep.Add(cfg.SequencerDelay))
+	if wait <= 0 {
+		return
+	}
+	paced := time.NewTimer(wait)
+	defer paced.Stop()
+	select {
+	case <-ctx.Done():
+	case <-q.urgent:
+	case <-paced.C:
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 const (
 	DefaultSequencerBatch    = 10000
 	DefaultSequencerPoll     = 50 * time.Millisecond
+	DefaultSequencerDelay    = 5 * time.Millisecond
 	DefaultSequencerTakeover = 500 * time.Millisecond
 	DefaultReadWait          = 2 * time.Second
 )
@@ -50,6 +51,14 @@ type Config struct {
 	// commits not reported with [Store.Committed]). This store's own
 	// Append wakes it at once. Zero means [DefaultSequencerPoll].
 	SequencerPoll time.Duration
+
+	// SequencerDelay paces the steps that commits wake: a step starts no
+	// sooner than this after the previous one began, so that a stream of
+	// commits is numbered in shared steps (each step that numbers costs
+	// a commit, hence a WAL flush). A reader waiting for its records
+	// does not wait for the pacing. Zero means [DefaultSequencerDelay];
+	// negative means no pacing.
+	SequencerDelay time.Duration
 
 	// SequencerTakeover is how often a standby sequencer tries to take
 	// the table's sequencer lock, so the longest a table goes unnumbered
@@ -141,6 +150,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	cfg.SequencerBatch = cmp.Or(cfg.SequencerBatch, DefaultSequencerBatch)
 	cfg.SequencerPoll = cmp.Or(cfg.SequencerPoll, DefaultSequencerPoll)
 	cfg.SequencerTakeover = cmp.Or(cfg.SequencerTakeover, DefaultSequencerTakeover)
+	cfg.SequencerDelay = cmp.Or(cfg.SequencerDelay, DefaultSequencerDelay)
 	cfg.ReadWait = cmp.Or(cfg.ReadWait, DefaultReadWait)
 	if cfg.Hooks == nil {
 		cfg.Hooks = NoHooks{}
