@@ -22,7 +22,7 @@ import (
 
 // Defaults of [Config].
 const (
-	DefaultSequencerBatch    = 10000
+	DefaultSequencerBatch    = 100_000
 	DefaultSequencerPoll     = 50 * time.Millisecond
 	DefaultSequencerDelay    = 5 * time.Millisecond
 	DefaultSequencerTakeover = 500 * time.Millisecond
