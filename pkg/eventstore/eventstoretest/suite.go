@@ -507,17 +507,32 @@ func testConcurrentTail(t *testing.T, r eventstore.Recorder) {
 	}
 }
 
-// testConcurrentBatchesContiguous: two batches for different streams,
-// appended at the same moment, each take one contiguous run of
-// notification ids: all ids of one lie above or below all ids of the
-// other. Consumers of the log rely on a transaction being one run.
+// testConcurrentBatchesContiguous: see [ConcurrentBatchesContiguous].
 func testConcurrentBatchesContiguous(t *testing.T, r eventstore.Recorder) {
+	ConcurrentBatchesContiguous(t, r, 5, 20, 200)
+}
+
+// ConcurrentBatchesContiguous appends two batches of the given sizes, for
+// different streams and at the same moment, rounds times, and fails t
+// unless each batch took one contiguous run of notification ids: all ids
+// of one above or below all ids of the other. Consumers of the log rely
+// on a transaction being one run. r must hold no other appends meanwhile.
+func ConcurrentBatchesContiguous(t *testing.T, r eventstore.Recorder, rounds, sizeA, sizeB int) {
+	t.Helper()
 	next := uint64(1)
-	for round := range 5 {
+	if top, err := r.MaxNotificationID(ctx(t)); err != nil {
+		t.Fatal(err)
+	} else {
+		next = top + 1
+	}
+	for round := range rounds {
 		var batches [2][]eventstore.Record
 		owner := map[uuid.UUID]int{}
-		for b, size := range []int{20, 200} {
-			ids := []uuid.UUID{uuid.New(), uuid.New(), uuid.New(), uuid.New()}
+		for b, size := range []int{sizeA, sizeB} {
+			ids := make([]uuid.UUID, max(1, size/20))
+			for i := range ids {
+				ids[i] = uuid.New()
+			}
 			for i := range size {
 				id := ids[i%len(ids)]
 				owner[id] = b
@@ -538,12 +553,13 @@ func testConcurrentBatchesContiguous(t *testing.T, r eventstore.Recorder) {
 		}
 		close(start)
 		wg.Wait()
-		ns, err := r.ReadNotifications(ctx(t), eventstore.NotificationQuery{Start: next, Limit: 1000})
+		want := sizeA + sizeB
+		ns, err := r.ReadNotifications(ctx(t), eventstore.NotificationQuery{Start: next, Limit: want + 1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(ns) != 220 {
-			t.Fatalf("round %d: %d notifications, want 220", round, len(ns))
+		if len(ns) != want {
+			t.Fatalf("round %d: %d notifications, want %d", round, len(ns), want)
 		}
 		changes := 0
 		for i := 1; i < len(ns); i++ {

@@ -16,22 +16,7 @@ import (
 // the one row up in the stream key's index, never scan or hash the whole
 // events table on every append (what an EXISTS subquery was planned as).
 func TestInsertPlanUsesTheStreamIndex(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	dsn := pgtest.NewDatabase(t)
-	s, err := Open(ctx, dsn, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	ctx, s, conn := planSetup(t)
 	pgtest.RequireIndexLookups(t, ctx, conn, "events", "events_stream_key",
 		map[string]string{"insert": s.insertSQL, "conflict": s.conflictSQL})
 }
@@ -42,22 +27,7 @@ func TestInsertPlanUsesTheStreamIndex(t *testing.T) {
 // Without the scalar-subquery form of "not yet numbered", the step read
 // the whole notifications table into a hash on every execution.
 func TestLogPlansUseIndexes(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	dsn := pgtest.NewDatabase(t)
-	s, err := Open(ctx, dsn, Config{NoSequencer: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
+	ctx, s, conn := planSetup(t)
 	check := func(when string) {
 		for name, sql := range map[string]string{
 			"step": s.stepSQL, "pending": s.pendingSQL, "read": s.notifSQL, "read topics": s.notifTopicsSQL,
@@ -82,4 +52,27 @@ ANALYZE events; ANALYZE events_notifications`); err != nil {
 		t.Fatal(err)
 	}
 	check("20,000 rows")
+}
+
+// planSetup returns a migrated store that does not sequence and a
+// connection of its own to its fresh database.
+func planSetup(t *testing.T) (context.Context, *Store, *pgx.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	dsn := pgtest.NewDatabase(t)
+	s, err := Open(ctx, dsn, Config{NoSequencer: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return ctx, s, conn
 }

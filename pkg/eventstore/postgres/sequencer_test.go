@@ -13,23 +13,21 @@ import (
 
 	"github.com/esflow/esflow/internal/pgtest"
 	"github.com/esflow/esflow/pkg/eventstore"
+	"github.com/esflow/esflow/pkg/eventstore/eventstoretest"
 	"github.com/esflow/esflow/pkg/eventstore/postgres"
 )
 
 // batchOf returns n records over streams streams, each starting at 0.
-func batchOf(n, streams int) ([]eventstore.Record, map[uuid.UUID]bool) {
+func batchOf(n, streams int) []eventstore.Record {
 	ids := make([]uuid.UUID, streams)
 	for i := range ids {
 		ids[i] = uuid.New()
 	}
-	mine := make(map[uuid.UUID]bool, streams)
 	var out []eventstore.Record
 	for i := range n {
-		id := ids[i%streams]
-		out = append(out, rec(id, uint64(i/streams), "T"))
-		mine[id] = true
+		out = append(out, rec(ids[i%streams], uint64(i/streams), "T"))
 	}
-	return out, mine
+	return out
 }
 
 // TestConcurrentBatchesAreContiguous: two transactions of 100 and 1000
@@ -38,46 +36,7 @@ func batchOf(n, streams int) ([]eventstore.Record, map[uuid.UUID]bool) {
 // all ids of the other: a transaction is one contiguous run of the log.
 func TestConcurrentBatchesAreContiguous(t *testing.T) {
 	t.Parallel()
-	s := newStore(t, postgres.Config{})
-	ctx := testCtx(t)
-	next := uint64(1)
-	for round := range 20 {
-		small, smallIDs := batchOf(100, 10)
-		large, _ := batchOf(1000, 50)
-		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for _, b := range [][]eventstore.Record{small, large} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				if err := s.Append(ctx, b); err != nil {
-					t.Errorf("round %d: %v", round, err)
-				}
-			}()
-		}
-		close(start)
-		wg.Wait()
-		ns, err := s.ReadNotifications(ctx, eventstore.NotificationQuery{Start: next, Limit: 2000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(ns) != 1100 {
-			t.Fatalf("round %d: %d notifications, want 1100", round, len(ns))
-		}
-		// The batch each notification belongs to, in log order, must
-		// change exactly once.
-		changes := 0
-		for i := 1; i < len(ns); i++ {
-			if smallIDs[ns[i].StreamID] != smallIDs[ns[i-1].StreamID] {
-				changes++
-			}
-		}
-		if changes != 1 {
-			t.Fatalf("round %d: the two transactions interleave in the log (%d changes of batch)", round, changes)
-		}
-		next = ns[len(ns)-1].ID + 1
-	}
+	eventstoretest.ConcurrentBatchesContiguous(t, newStore(t, postgres.Config{}), 20, 100, 1000)
 }
 
 // TestEventRowsNeverRewritten: sequencing writes only the notifications
@@ -88,7 +47,7 @@ func TestEventRowsNeverRewritten(t *testing.T) {
 	s := newStore(t, postgres.Config{})
 	ctx := testCtx(t)
 	for i := range 50 {
-		b, _ := batchOf(1+i%7, 3)
+		b := batchOf(1+i%7, 3)
 		if err := s.Append(ctx, b); err != nil {
 			t.Fatal(err)
 		}
