@@ -114,14 +114,15 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Ad
 	}
 	reg := aggregate.NewRegistry()
 	domain.Register(reg)
+	metricsReg := ops.NewRegistry()
 	cfg.Registry, cfg.Outbox, cfg.OutboxTable, cfg.CreateTables, cfg.Logger = reg, &outbox.Builder{}, *table, *migrate, log
+	cfg.Metrics = metricsReg
 	app, err := application.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer app.Close()
 
-	metricsReg := ops.NewRegistry()
 	readyChecks := map[string]ops.Check{}
 	var rl *relayservice.Service
 	if *inProcess {

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/eventstore"
 	"github.com/esflow/esflow/pkg/eventstore/memory"
 	"github.com/esflow/esflow/pkg/eventstore/mysql"
 	"github.com/esflow/esflow/pkg/eventstore/postgres"
+	"github.com/esflow/esflow/pkg/eventstore/postgres/seqmetrics"
 	"github.com/esflow/esflow/pkg/eventstore/sqlite"
 	"github.com/esflow/esflow/pkg/outbox"
 	outboxmemory "github.com/esflow/esflow/pkg/outbox/memory"
@@ -58,6 +61,10 @@ type Config struct {
 	Outbox *outbox.Builder
 	// OutboxTable names the outbox table. Default "esflow_outbox".
 	OutboxTable string
+	// Metrics, when set, is where the application registers its
+	// collectors: on PostgreSQL, the notification sequencer's
+	// (esflow_sequencer_*). Default: none.
+	Metrics prometheus.Registerer
 }
 
 // Application ties an event store to its backend and a notification log:
@@ -147,10 +154,12 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 			app.recorder, app.outbox, migrate = box, box, box.Migrate
 		}
 	case BackendPostgres:
-		s, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{
-			Schema: cfg.Schema,
-			Hooks:  postgres.LogHooks(cfg.Logger, cfg.Schema.WithDefaults().Table),
-		})
+		table := cfg.Schema.WithDefaults().Table
+		hooks := postgres.LogHooks(cfg.Logger, table)
+		if cfg.Metrics != nil {
+			hooks = postgres.JoinHooks(hooks, seqmetrics.New(cfg.Metrics, table).Hooks())
+		}
+		s, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Config{Schema: cfg.Schema, Hooks: hooks})
 		if err != nil {
 			return nil, err
 		}

@@ -51,6 +51,8 @@
 // Readers only read: [Store.ReadNotifications] and
 // [Store.MaxNotificationID] wait (up to [Config.ReadWait]) for records
 // committed before the call to be numbered, then return what is.
-// [Config.Hooks] observes the sequencer. NOTIFICATIONS.md in this
+// [Config.Hooks] observes the sequencer: [LogHooks] logs it, package
+// seqmetrics exports it to Prometheus (esflow_sequencer_*), and
+// [JoinHooks] combines them. NOTIFICATIONS.md in this
 // directory explains the design, why it is correct, and the caveats.
 package postgres

@@ -410,3 +410,38 @@ func readBaseline(ctx context.Context, q querier, sql string) (*snapshot, error)
 	}
 	return parseSnapshot(text)
 }
+
+// JoinHooks returns hooks that call each of hs in turn (nil ones are left
+// out): for example metrics and logs.
+func JoinHooks(hs ...Hooks) Hooks {
+	var out joinedHooks
+	for _, h := range hs {
+		if h != nil {
+			out = append(out, h)
+		}
+	}
+	if len(out) == 1 {
+		return out[0]
+	}
+	return out
+}
+
+type joinedHooks []Hooks
+
+func (j joinedHooks) Sequenced(records, txs, backlog int, took time.Duration) {
+	for _, h := range j {
+		h.Sequenced(records, txs, backlog, took)
+	}
+}
+
+func (j joinedHooks) SequencerActive(active bool) {
+	for _, h := range j {
+		h.SequencerActive(active)
+	}
+}
+
+func (j joinedHooks) Failed(op string, err error) {
+	for _, h := range j {
+		h.Failed(op, err)
+	}
+}
