@@ -301,6 +301,7 @@ func verifyFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, con suit
 	say("published: %d messages read from Kafka, %d duplicates; lost: %d; outbox backlog: %d", received, dups, lost, backlog)
 	say("per-aggregate order violations on Kafka: %d; acknowledged writes missing from the store: %d", orderProblems, unacked)
 	say("read-model mismatches: %d (both projectors' HTTP APIs against the store)", mismatches)
+	say("notification log: %d events; aggregates skipped, repeated or out of order in it: %d", st.Events, len(st.LogProblems))
 	say("concurrency: %d rounds x %d concurrent writers on one aggregate: %d winners, %d conflicts (409), %d problems",
 		con.Rounds, con.Clients, con.Wins, con.Conflicts, len(con.Problems))
 	say("faults: %s", formatCounts(counts))
@@ -323,6 +324,9 @@ func verifyFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, con suit
 	}
 	if mismatches != 0 {
 		t.Errorf("%d read-model mismatches, first: %v", mismatches, bad)
+	}
+	if len(st.LogProblems) != 0 {
+		t.Errorf("notification log: %v", st.LogProblems)
 	}
 	if len(con.Problems) != 0 || con.Wins != con.Rounds || con.Conflicts != con.Rounds*(con.Clients-1) {
 		t.Errorf("concurrency check: %d wins, %d conflicts; problems %v", con.Wins, con.Conflicts, con.Problems)

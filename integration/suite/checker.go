@@ -241,6 +241,10 @@ type StoreTruth struct {
 	Types map[string]int
 	// Versions lists each aggregate's versions in notification order.
 	Versions map[uuid.UUID][]uint64
+	// LogProblems lists what is wrong with the notification log itself:
+	// an aggregate whose versions in log order are not 0, 1, 2, … up to
+	// its stored version (a skipped, repeated or reordered event).
+	LogProblems []string
 }
 
 // ReadStore reads the whole notification log and every aggregate.
@@ -275,6 +279,15 @@ func ReadStore(ctx context.Context, dbURL string) (*StoreTruth, error) {
 			return nil, fmt.Errorf("load world %s: %w", id, err)
 		}
 		st.Worlds[id] = w
+		for i, v := range st.Versions[id] {
+			if v != uint64(i) {
+				st.LogProblems = append(st.LogProblems, fmt.Sprintf("aggregate %s: log position %d holds version %d", id, i, v))
+				break
+			}
+		}
+		if got := uint64(len(st.Versions[id])); got != w.Version() {
+			st.LogProblems = append(st.LogProblems, fmt.Sprintf("aggregate %s: %d events in the log, version %d in the store", id, got, w.Version()))
+		}
 	}
 	return st, nil
 }
