@@ -34,9 +34,12 @@
 // 413, an unknown aggregate 404, a discarded one 410, a missing or wrong
 // bearer token 401, a generic append naming a domain type or stream 422;
 // none of them writes anything. A database that cannot be
-// reached (connection refused or lost, PostgreSQL shutting down, SQLite busy)
-// is 503 with Retry-After, and the next request uses a fresh connection, so
-// the service recovers by itself. Anything else is a 500 whose detail is
+// used for now is 503 with Retry-After: the writer matches only sentinels,
+// eventstore.ErrUnavailable (to which each backend translates its driver's
+// errors: connection refused or lost, too many connections, server shutting
+// down, deadlock, serialization failure, lock timeout, SQLite busy) and
+// eventstore.ErrClosed. The next request uses a fresh connection, so the
+// service recovers by itself. Anything else is a 500 whose detail is
 // logged, never sent.
 //
 // # Operations
