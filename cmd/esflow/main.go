@@ -45,6 +45,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/esflow/esflow/examples/domain"
+	"github.com/esflow/esflow/examples/domainapi"
 	"github.com/esflow/esflow/internal/projector"
 	"github.com/esflow/esflow/internal/relayservice"
 	"github.com/esflow/esflow/pkg/aggregate"
@@ -164,6 +165,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out, lo
 	if err != nil {
 		return err
 	}
+	domainapi.Mount(api) // the example domain, through the writer's public API
 	mux := newMux(api, proj)
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -4,6 +4,7 @@
 //
 //	app, _ := application.New(ctx, application.Config{DatabaseURL: url, Outbox: &outbox.Builder{}, CreateTables: true})
 //	srv, _ := writer.New(writer.Config{App: app, Token: os.Getenv("WRITER_TOKEN")})
+//	srv.Handle("POST", "/v1/orders", placeOrder) // your own endpoints
 //	http.ListenAndServe(":8080", srv.Handler())
 //
 // Every write goes through the application's transactional outbox: the
@@ -20,9 +21,13 @@
 //     DESIGN.md explains how generic events map onto the store;
 //   - GET /v1/notifications[/{section}], the notification log in the format
 //     of [application.LogHandler], so an [application.RemoteLog] can follow it;
-//   - the example domain's commands (package examples/domain): /v1/worlds
-//     and /v1/examples, with an optional expected version (body
-//     "expected_version" or If-Match) and 409 when the aggregate moved on;
+//   - nothing of any domain: a service mounts its own endpoints with
+//     [Server.Handle], and serves an event-sourced aggregate type with
+//     [NewAggregates] (create, load, command with an optional expected
+//     version from the body or If-Match, 409 when the aggregate moved on,
+//     404 / 410). cmd/writer and cmd/esflow mount the seeds' example domain
+//     (/v1/worlds, /v1/examples) this way, from package examples/domainapi;
+//     package examples/todo/todoapi is a second, smaller example;
 //   - GET / (a small page showing recent events per stream and the relay
 //     backlog, polling GET /v1/activity), /healthz, /readyz, /metrics.
 //

@@ -8,7 +8,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/outbox"
@@ -50,7 +49,6 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Fatalf("openapi version %q", spec.OpenAPI)
 	}
 	reg := aggregate.NewRegistry()
-	domain.Register(reg)
 	app, err := application.New(context.Background(), application.Config{DatabaseURL: "sqlite::memory:", Registry: reg, CreateTables: true, Outbox: &outbox.Builder{}})
 	if err != nil {
 		t.Fatal(err)

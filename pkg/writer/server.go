@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/ops"
 )
@@ -25,8 +24,9 @@ const DefaultMaxBodyBytes = 1 << 20
 type Config struct {
 	// App is the application the server writes to and reads from. It is
 	// required and must have been built with application.Config.Outbox set,
-	// so that every save also writes its Kafka messages. Its registry must
-	// know the example domain (domain.Register); New adds it when missing.
+	// so that every save also writes its Kafka messages. The server mounts
+	// no domain of its own: a service adds its endpoints with
+	// [Server.Handle] (and [NewAggregates] for event-sourced aggregates).
 	App *application.Application
 	// Token, when set, is the bearer token every mutating request must
 	// present (Authorization: Bearer <token>). Reads stay open.
@@ -47,20 +47,18 @@ type Config struct {
 // Server is the writer's HTTP API over an application. Build it with
 // [New] and serve [Server.Handler].
 type Server struct {
-	app      *application.Application
-	token    string
-	maxBody  int64
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	metrics  *metrics
-	worlds   *application.Repository[*domain.World]
-	examples *application.Repository[*domain.Example]
-	codec    *codec
-	routes   []route
-	mux      *http.ServeMux
-	ops      http.Handler
-	page     *template.Template
-	handler  http.Handler
+	app     *application.Application
+	token   string
+	maxBody int64
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics
+	codec   *codec
+	routes  []route
+	mux     *http.ServeMux
+	ops     http.Handler
+	page    *template.Template
+	handler http.Handler
 }
 
 // route is one endpoint: the method and path pattern (http.ServeMux
@@ -102,10 +100,6 @@ func New(cfg Config) (*Server, error) {
 	if s.reg == nil {
 		s.reg = ops.NewRegistry()
 	}
-	reg := s.app.Store.Registry()
-	if _, _, ok := reg.Lookup("World"); !ok {
-		domain.Register(reg)
-	}
 	var err error
 	if s.metrics, err = newMetrics(s.reg); err != nil {
 		return nil, err
@@ -114,8 +108,6 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("writer: page template: %w", err)
 	}
 	s.codec = newCodec(s.app.Store)
-	s.worlds = application.NewRepository(s.app.Store, func() *domain.World { return new(domain.World) })
-	s.examples = application.NewRepository(s.app.Store, func() *domain.Example { return new(domain.Example) })
 
 	ready := map[string]ops.Check{"database": func(ctx context.Context) error {
 		_, err := s.app.Recorder().MaxNotificationID(ctx)
@@ -158,17 +150,6 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/v1/streams/{id}/head", handle: s.handleHead},
 		{method: "GET", path: "/v1/notifications", handle: s.handleNotifications},
 		{method: "GET", path: "/v1/notifications/{section}", handle: s.handleNotifications},
-
-		{method: "POST", path: "/v1/worlds", mutating: true, handle: s.createWorld},
-		{method: "GET", path: "/v1/worlds/{id}", handle: s.getWorld},
-		{method: "POST", path: "/v1/worlds/{id}/make-it-so", mutating: true, handle: s.makeItSo},
-		{method: "PUT", path: "/v1/worlds/{id}/ruler", mutating: true, handle: s.setRuler},
-		{method: "DELETE", path: "/v1/worlds/{id}", mutating: true, handle: s.discardWorld},
-
-		{method: "POST", path: "/v1/examples", mutating: true, handle: s.createExample},
-		{method: "GET", path: "/v1/examples/{id}", handle: s.getExample},
-		{method: "PUT", path: "/v1/examples/{id}/foo", mutating: true, handle: s.setFoo},
-		{method: "DELETE", path: "/v1/examples/{id}", mutating: true, handle: s.discardExample},
 	}
 }
 
