@@ -10,8 +10,10 @@
 // (another free port when that one is taken) and serves the writer's API,
 // the read models (under /read/) and a page that shows events flowing on
 // http://127.0.0.1:8080. It prints what to try next. Ctrl-C stops it
-// cleanly; run it again and the data is still there (the embedded broker
-// keeps its topics in memory only, so they start empty).
+// cleanly; run it again and the data is still there, the topics too: the
+// embedded broker keeps its log in memory, so at start-up every stored event
+// is published to it again, in order and keyed as the relay keys them (the
+// projectors skip what their read models already hold).
 //
 // The same binary uses real servers when told to:
 //
@@ -111,7 +113,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, out, lo
 
 	// The broker: a real cluster when configured, else the embedded one.
 	kcfg := kafkaenv.Config{ClientID: "esflow"}
-	if getenv("KAFKA_BROKERS") != "" {
+	embedded := getenv("KAFKA_BROKERS") == ""
+	if !embedded {
 		var err error
 		if kcfg, err = kafkaenv.FromEnv("esflow"); err != nil {
 			return err
@@ -148,6 +151,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, out, lo
 		return err
 	}
 	defer func() { _ = rly.Close() }()
+
+	if embedded {
+		// The embedded broker starts empty: publish what the store holds
+		// again before anything new, so its topics survive a restart.
+		n, err := rly.Republish(ctx, app)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			log.Info("embedded broker: stored events published again", "events", n)
+		}
+	}
 
 	proj, err := projector.Open(ctx, projector.Config{DatabaseURL: readURL, Kafka: kcfg, GroupPrefix: "esflow-", Metrics: metrics, Logger: log})
 	if err != nil {
