@@ -171,11 +171,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, out, lo
 	defer proj.Close()
 
 	api, err := writer.New(writer.Config{
-		App:      app,
-		Token:    getenv("WRITER_TOKEN"),
-		Logger:   log,
-		Registry: metrics,
-		Ready:    map[string]ops.Check{"projections": proj.Ready},
+		App:         app,
+		Token:       getenv("WRITER_TOKEN"),
+		Logger:      log,
+		Registry:    metrics,
+		Ready:       map[string]ops.Check{"projections": proj.Ready},
+		Projections: consoleProjections{proj},
 	})
 	if err != nil {
 		return err

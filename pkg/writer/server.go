@@ -42,23 +42,27 @@ type Config struct {
 	// Ready holds extra readiness checks served by /readyz next to the
 	// database ping, e.g. an in-process relay's liveness.
 	Ready map[string]ops.Check
+	// Projections, when set, feeds the console's projection status, lag
+	// charts and dead-letter re-drive. Default none.
+	Projections Projections
 }
 
 // Server is the writer's HTTP API over an application. Build it with
 // [New] and serve [Server.Handler].
 type Server struct {
-	app     *application.Application
-	token   string
-	maxBody int64
-	log     *slog.Logger
-	reg     *prometheus.Registry
-	metrics *metrics
-	codec   *codec
-	routes  []route
-	mux     *http.ServeMux
-	ops     http.Handler
-	page    *template.Template
-	handler http.Handler
+	app         *application.Application
+	token       string
+	maxBody     int64
+	log         *slog.Logger
+	reg         *prometheus.Registry
+	metrics     *metrics
+	codec       *codec
+	routes      []route
+	mux         *http.ServeMux
+	ops         http.Handler
+	page        *template.Template
+	projections Projections
+	handler     http.Handler
 }
 
 // route is one endpoint: the method and path pattern (http.ServeMux
@@ -89,7 +93,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		app: cfg.App, token: cfg.Token, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, reg: cfg.Registry,
-		mux: http.NewServeMux(),
+		mux: http.NewServeMux(), projections: cfg.Projections,
 	}
 	if s.maxBody == 0 {
 		s.maxBody = DefaultMaxBodyBytes
@@ -104,7 +108,7 @@ func New(cfg Config) (*Server, error) {
 	if s.metrics, err = newMetrics(s.reg); err != nil {
 		return nil, err
 	}
-	if s.page, err = template.New("page").Parse(pageTemplate); err != nil {
+	if s.page, err = template.ParseFS(consoleFiles, "console/index.html"); err != nil {
 		return nil, fmt.Errorf("writer: page template: %w", err)
 	}
 	s.codec = newCodec(s.app.Store)
@@ -144,7 +148,13 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/metrics", handle: opsRoute},
 		{method: "GET", path: "/openapi.yaml", handle: s.handleOpenAPI},
 		{method: "GET", path: "/v1/activity", handle: s.handleActivity},
+		{method: "GET", path: "/console/{file}", handle: s.handleConsoleFile},
+		{method: "GET", path: "/v1/console/stats", handle: s.handleConsoleStats},
+		{method: "GET", path: "/v1/console/streams", handle: s.handleConsoleStreams},
+		{method: "GET", path: "/v1/console/streams/{id}/verify", handle: s.handleVerify},
+		{method: "POST", path: "/v1/console/projections/{name}/redrive", mutating: true, handle: s.handleRedrive},
 
+		{method: "POST", path: "/v1/streams", mutating: true, handle: s.handleCreateStream},
 		{method: "POST", path: "/v1/streams/{id}/events", mutating: true, handle: s.handleAppend},
 		{method: "GET", path: "/v1/streams/{id}/events", handle: s.handleReadStream},
 		{method: "GET", path: "/v1/streams/{id}/head", handle: s.handleHead},
