@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,7 +35,7 @@ func chromiumPath(t *testing.T) string {
 // show them: the appended-rate chart's data, the relay chart, the
 // projections' applied counts and per-partition lag series, the stream
 // browser with pretty-printed payloads and a verified hash chain, and the
-// notification log with decoded payloads. Every wait is for a condition
+// notification log with decoded payloads, and a re-drive. Every wait is for a condition
 // on the page, bounded by the test's deadline. With
 // ESFLOW_CONSOLE_SCREENSHOT=path it saves a screenshot of the console.
 func TestConsoleInChromium(t *testing.T) {
@@ -155,6 +156,12 @@ func TestConsoleInChromium(t *testing.T) {
 	})()`, lagPoints))
 	wait("the log to follow", `document.querySelector('#log tr[data-notification="10"]') !== null`)
 
+	// Re-drive from the projections table (no token configured here).
+	if err := chromedp.Do(browser, chromedp.Click(chromedp.CSS(`#projections tr[data-projection="worlds"] button`))); err != nil {
+		t.Fatal(err)
+	}
+	wait("the re-drive's result", `document.getElementById('redrive-result').textContent === "worlds: re-driven 0, skipped 0, still failing 0"`)
+
 	if path := os.Getenv("ESFLOW_CONSOLE_SCREENSHOT"); path != "" {
 		// Some uneven traffic, so the charts have something to show.
 		for i := range 45 {
@@ -182,5 +189,49 @@ func TestConsoleInChromium(t *testing.T) {
 	conn, err := chromedp.Run(browser, chromedp.Evaluate[string](`document.getElementById('conn').textContent`))
 	if err != nil || !strings.HasPrefix(conn, "live") {
 		t.Fatalf("console connection state %q: %v", conn, err)
+	}
+}
+
+// TestConsoleRedriveNeedsToken: the console's re-drive changes state, so
+// with WRITER_TOKEN set it needs the bearer token; with it, the real
+// projector re-drives (nothing is dead here, so nothing is applied), and
+// an unknown projection is a 404.
+func TestConsoleRedriveNeedsToken(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	args := []string{"-data", t.TempDir(), "-http-addr", "127.0.0.1:0", "-broker-addr", "127.0.0.1:0"}
+	ep, _, stop := start(t, ctx, args, func(k string) string {
+		if k == "WRITER_TOKEN" {
+			return "s3cret"
+		}
+		return ""
+	})
+	defer stop()
+	post := func(path, token string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ep.HTTP+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var b strings.Builder
+		_, _ = io.Copy(&b, res.Body)
+		return res.StatusCode, b.String()
+	}
+	if code, body := post("/v1/console/projections/worlds/redrive", ""); code != http.StatusUnauthorized {
+		t.Fatalf("without token: %d %s", code, body)
+	}
+	if code, body := post("/v1/console/projections/worlds/redrive", "wrong"); code != http.StatusUnauthorized {
+		t.Fatalf("wrong token: %d %s", code, body)
+	}
+	if code, body := post("/v1/console/projections/worlds/redrive", "s3cret"); code != http.StatusOK || !strings.Contains(body, `"applied":0`) {
+		t.Fatalf("with token: %d %s", code, body)
+	}
+	if code, body := post("/v1/console/projections/nope/redrive", "s3cret"); code != http.StatusNotFound {
+		t.Fatalf("unknown projection: %d %s", code, body)
 	}
 }
