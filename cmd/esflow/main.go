@@ -8,8 +8,9 @@
 // stores events in ./esflow-data/events.db (SQLite), read models in
 // ./esflow-data/read.db, starts the embedded broker on 127.0.0.1:9092
 // (another free port when that one is taken) and serves the writer's API,
-// the read models (under /read/) and a page that shows events flowing on
-// http://127.0.0.1:8080. It prints what to try next. Ctrl-C stops it
+// the read models (under /read/) and the operations console (live charts,
+// stream browser, notification log, projections) on http://127.0.0.1:8080.
+// It prints what to try next. Ctrl-C stops it
 // cleanly; run it again and the data is still there, the topics too: the
 // embedded broker keeps its log in memory, so at start-up every stored event
 // is published to it again, in order and keyed as the relay keys them (the
@@ -229,7 +230,7 @@ esflow is running.
   event store  %s
   read models  %s
   Kafka        %s
-  web page     %s/
+  console      %s/
 
 Try:
   curl -s -X POST %s/v1/worlds -H 'Content-Type: application/json'%s -d '{"ruler":"gaia"}'
