@@ -8,10 +8,13 @@
 // stores events in ./esflow-data/events.db (SQLite), read models in
 // ./esflow-data/read.db, starts the embedded broker on 127.0.0.1:9092
 // (another free port when that one is taken) and serves the writer's API,
-// the read models (under /read/) and a page that shows events flowing on
-// http://127.0.0.1:8080. It prints what to try next. Ctrl-C stops it
-// cleanly; run it again and the data is still there (the embedded broker
-// keeps its topics in memory only, so they start empty).
+// the read models (under /read/) and the operations console (live charts,
+// stream browser, notification log, projections) on http://127.0.0.1:8080.
+// It prints what to try next. Ctrl-C stops it
+// cleanly; run it again and the data is still there, the topics too: the
+// embedded broker keeps its log in memory, so at start-up every stored event
+// is published to it again, in order and keyed as the relay keys them (the
+// projectors skip what their read models already hold).
 //
 // The same binary uses real servers when told to:
 //
@@ -45,6 +48,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/esflow/esflow/examples/domain"
+	"github.com/esflow/esflow/examples/domainapi"
 	"github.com/esflow/esflow/internal/projector"
 	"github.com/esflow/esflow/internal/relayservice"
 	"github.com/esflow/esflow/pkg/aggregate"
@@ -110,7 +114,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, out, lo
 
 	// The broker: a real cluster when configured, else the embedded one.
 	kcfg := kafkaenv.Config{ClientID: "esflow"}
-	if getenv("KAFKA_BROKERS") != "" {
+	embedded := getenv("KAFKA_BROKERS") == ""
+	if !embedded {
 		var err error
 		if kcfg, err = kafkaenv.FromEnv("esflow"); err != nil {
 			return err
@@ -148,6 +153,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, out, lo
 	}
 	defer func() { _ = rly.Close() }()
 
+	if embedded {
+		// The embedded broker starts empty: publish what the store holds
+		// again before anything new, so its topics survive a restart.
+		n, err := rly.Republish(ctx, app)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			log.Info("embedded broker: stored events published again", "events", n)
+		}
+	}
+
 	proj, err := projector.Open(ctx, projector.Config{DatabaseURL: readURL, Kafka: kcfg, GroupPrefix: "esflow-", Metrics: metrics, Logger: log})
 	if err != nil {
 		return err
@@ -155,15 +172,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, out, lo
 	defer proj.Close()
 
 	api, err := writer.New(writer.Config{
-		App:      app,
-		Token:    getenv("WRITER_TOKEN"),
-		Logger:   log,
-		Registry: metrics,
-		Ready:    map[string]ops.Check{"projections": proj.Ready},
+		App:         app,
+		Token:       getenv("WRITER_TOKEN"),
+		Logger:      log,
+		Registry:    metrics,
+		Ready:       map[string]ops.Check{"projections": proj.Ready},
+		Projections: consoleProjections{proj},
 	})
 	if err != nil {
 		return err
 	}
+	domainapi.Mount(api) // the example domain, through the writer's public API
 	mux := newMux(api, proj)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -211,7 +230,7 @@ esflow is running.
   event store  %s
   read models  %s
   Kafka        %s
-  web page     %s/
+  console      %s/
 
 Try:
   curl -s -X POST %s/v1/worlds -H 'Content-Type: application/json'%s -d '{"ruler":"gaia"}'

@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/esflow/esflow/examples/domain"
+	"github.com/esflow/esflow/examples/domainapi"
 	"github.com/esflow/esflow/internal/relayservice"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/application"
@@ -143,6 +144,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Ad
 	if err != nil {
 		return err
 	}
+	domainapi.Mount(srv) // the example domain, through the writer's public API
 
 	// The relay outlives the HTTP server, so that what the last requests
 	// wrote is published before the process exits; if it fails on its own,

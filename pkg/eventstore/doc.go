@@ -28,5 +28,10 @@
 // Errors are [*Error] values carrying the operation, stream and position,
 // and unwrap to the sentinels: [ErrConcurrency], [ErrNotFound],
 // [ErrIntegrity], [ErrUnknownEventType], [ErrCipher], [ErrTooLarge],
-// [ErrInvalidRecord], [ErrInvalidIdentifier].
+// [ErrInvalidRecord], [ErrInvalidIdentifier], [ErrClosed], and
+// [ErrUnavailable]: each backend translates its own driver's "retry later"
+// errors (connection refused or lost, too many connections, shutdown,
+// deadlock, serialization failure, lock timeout, SQLite busy) with
+// [Unavailable], so callers branch on the sentinel, never on a driver's
+// error codes or text.
 package eventstore

@@ -46,7 +46,32 @@ var (
 
 	// ErrClosed reports use of a store after Close.
 	ErrClosed = errors.New("eventstore: closed")
+
+	// ErrUnavailable reports that the database could not be reached or
+	// used for a while, so the operation may succeed if retried as a
+	// whole: connection refused, lost or closed, too many connections,
+	// the server shutting down, a deadlock, a serialization failure, a
+	// lock wait timeout, SQLite busy. Each backend translates its own
+	// driver's errors to it (see [Unavailable]); nothing was committed.
+	ErrUnavailable = errors.New("eventstore: database unavailable")
 )
+
+// Unavailable marks err, a driver error meaning "retry later", as
+// [ErrUnavailable] while keeping it as the cause: errors.Is(e,
+// ErrUnavailable) holds and errors.As still finds the driver's own error
+// type. It returns nil for nil and err itself when already marked.
+// Backends call it at their boundary; callers only match the sentinel.
+func Unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return &unavailableError{cause: err}
+}
+
+type unavailableError struct{ cause error }
+
+func (e *unavailableError) Error() string   { return "database unavailable: " + e.cause.Error() }
+func (e *unavailableError) Unwrap() []error { return []error{ErrUnavailable, e.cause} }
 
 // Error carries the context of a failed store operation and unwraps to the
 // cause (often one of the sentinels above), so both

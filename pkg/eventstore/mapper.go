@@ -49,6 +49,12 @@ const (
 
 var frameMagic = []byte{0x00, 'E', 'S', 0x01}
 
+// Encrypted reports whether stored record data is encrypted at rest (its
+// frame header says so), without the key.
+func Encrypted(data []byte) bool {
+	return len(data) >= frameHeaderLen && bytes.Equal(data[:len(frameMagic)], frameMagic) && data[len(frameMagic)]&frameEncrypted != 0
+}
+
 type envelope struct {
 	ID            uuid.UUID           `json:"id"`
 	AggregateType string              `json:"aggregate_type,omitempty"`

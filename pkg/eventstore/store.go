@@ -177,6 +177,18 @@ func (s *EventStore) encodeWithMessages(events []aggregate.Event, extra int) ([]
 // HasOutbox reports whether appends write outbox messages.
 func (s *EventStore) HasOutbox() bool { return s.outbox != nil }
 
+// Message rebuilds the outbox message an append wrote for event e, whose
+// stored record data is stored: same topic, key, headers and value, so a
+// stored event can be published again as the relay first published it
+// (without the trace context of the original request). It fails with
+// ErrNoOutbox when the store has no outbox.
+func (s *EventStore) Message(e aggregate.Event, stored []byte) (outbox.Message, error) {
+	if s.outbox == nil {
+		return outbox.Message{}, ErrNoOutbox
+	}
+	return s.outbox.Message(e, nil, stored, s.mapper.Cipher != nil)
+}
+
 // Events returns an aggregate's events selected by q, decoded and
 // verified: each event's hash must match its content and, for ascending
 // reads, each must link to the hash of the one before it.

@@ -111,6 +111,9 @@ type eventJSON struct {
 	Metadata      *aggregate.Metadata `json:"metadata,omitempty"`
 	PreviousHash  string              `json:"previous_hash,omitempty"`
 	Hash          string              `json:"hash"`
+	// Encrypted says the record is encrypted at rest (the writer holds the
+	// key and decrypted it for this answer).
+	Encrypted bool `json:"encrypted,omitempty"`
 }
 
 func toJSON(e aggregate.Event) (eventJSON, error) {

@@ -4,6 +4,7 @@
 //
 //	app, _ := application.New(ctx, application.Config{DatabaseURL: url, Outbox: &outbox.Builder{}, CreateTables: true})
 //	srv, _ := writer.New(writer.Config{App: app, Token: os.Getenv("WRITER_TOKEN")})
+//	srv.Handle("POST", "/v1/orders", placeOrder) // your own endpoints
 //	http.ListenAndServe(":8080", srv.Handler())
 //
 // Every write goes through the application's transactional outbox: the
@@ -14,17 +15,28 @@
 //
 // openapi.yaml beside this file (served at /openapi.yaml) describes them all:
 //
-//   - the generic stream API, for any language: POST and GET
+//   - the generic stream API, for any language: POST /v1/streams (a new
+//     stream under an id the server picks), POST and GET
 //     /v1/streams/{id}/events (append with an expected version, read
 //     with paging), GET /v1/streams/{id}/head (version and head hash);
+//     a stream's version is a count of its events, an event's version is
+//     0-based;
 //     DESIGN.md explains how generic events map onto the store;
 //   - GET /v1/notifications[/{section}], the notification log in the format
-//     of [application.LogHandler], so an [application.RemoteLog] can follow it;
-//   - the example domain's commands (package examples/domain): /v1/worlds
-//     and /v1/examples, with an optional expected version (body
-//     "expected_version" or If-Match) and 409 when the aggregate moved on;
-//   - GET / (a small page showing recent events per stream and the relay
-//     backlog, polling GET /v1/activity), /healthz, /readyz, /metrics.
+//     of [application.LogHandler], so an [application.RemoteLog] can follow it
+//     (?decode=json adds each unencrypted event's type and JSON payload);
+//   - nothing of any domain: a service mounts its own endpoints with
+//     [Server.Handle], and serves an event-sourced aggregate type with
+//     [NewAggregates] (create, load, command with an optional expected
+//     version from the body or If-Match, 409 when the aggregate moved on,
+//     404 / 410). cmd/writer and cmd/esflow mount the seeds' example domain
+//     (/v1/worlds, /v1/examples) this way, from package examples/domainapi;
+//     package examples/todo/todoapi is a second, smaller example;
+//   - GET /, the operations console (embedded files under /console/,
+//     polling GET /v1/console/stats; live charts, a stream browser with a
+//     hash-chain check, the notification log, projections from
+//     Config.Projections with a re-drive that needs the token; DESIGN.md
+//     says how and why), GET /v1/activity, /healthz, /readyz, /metrics.
 //
 // # Errors
 //

@@ -5,14 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"strings"
-	"syscall"
-
-	"github.com/jackc/pgx/v5/pgconn"
-	msqlite "modernc.org/sqlite"
 
 	"github.com/esflow/esflow/pkg/eventstore"
 )
@@ -80,66 +73,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// SQLite primary result codes that mean the database cannot be used right
-// now, rather than that the request was wrong (https://sqlite.org/rescode.html).
-const (
-	sqliteBusy     = 5
-	sqliteLocked   = 6
-	sqliteNoMem    = 7
-	sqliteReadOnly = 8
-	sqliteIOErr    = 10
-	sqliteFull     = 13
-	sqliteCantOpen = 14
-)
-
 // unavailable reports whether err means the database could not be reached
-// or used for a while (connection refused or lost, server shutting down,
-// too many connections, SQLite busy or I/O failure), so that the client
-// should retry: a 503, not a 500.
+// or used for a while, so that the client should retry: a 503, not a 500.
+// The backends translate their drivers' errors to eventstore.ErrUnavailable;
+// a closed store and an expired deadline say the same.
 func unavailable(err error) bool {
-	if err == nil {
-		return false
-	}
-	var ce *pgconn.ConnectError
-	if errors.As(err, &ce) {
-		return true
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		switch {
-		case strings.HasPrefix(pe.Code, "08"), // connection exception
-			pe.Code == "57P01", // admin_shutdown (also pg_terminate_backend)
-			pe.Code == "57P02", // crash_shutdown
-			pe.Code == "57P03", // cannot_connect_now
-			pe.Code == "53300", // too_many_connections
-			pe.Code == "40001", // serialization_failure: retryable as a whole
-			pe.Code == "40P01": // deadlock_detected: retryable as a whole
-			return true
-		}
-		return false
-	}
-	var se *msqlite.Error
-	if errors.As(err, &se) {
-		switch se.Code() & 0xff {
-		case sqliteBusy, sqliteLocked, sqliteNoMem, sqliteReadOnly, sqliteIOErr, sqliteFull, sqliteCantOpen:
-			return true
-		}
-		return false
-	}
-	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
-		return true
-	}
-	var ne net.Error
-	switch {
-	case errors.As(err, &ne),
-		errors.Is(err, eventstore.ErrClosed),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.Is(err, net.ErrClosed),
-		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
-		errors.Is(err, context.DeadlineExceeded):
-		return true
-	}
-	// pgx reports a connection it already found broken as "conn closed",
-	// without a type to match.
-	return strings.Contains(err.Error(), "conn closed")
+	return errors.Is(err, eventstore.ErrUnavailable) ||
+		errors.Is(err, eventstore.ErrClosed) ||
+		errors.Is(err, context.DeadlineExceeded)
 }

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/esflow/esflow/examples/domain"
+	"github.com/esflow/esflow/examples/domainapi"
 	"github.com/esflow/esflow/internal/pgtest"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/application"
@@ -34,7 +34,6 @@ type env struct {
 func newApp(t testing.TB, url string) *application.Application {
 	t.Helper()
 	reg := aggregate.NewRegistry()
-	domain.Register(reg)
 	app, err := application.New(context.Background(), application.Config{
 		DatabaseURL: url, Registry: reg, CreateTables: true, Outbox: &outbox.Builder{},
 	})
@@ -64,6 +63,8 @@ func newEnv(t testing.TB, url string, mutate ...func(*writer.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The example domain, mounted through the public API as cmd/writer does.
+	domainapi.Mount(srv)
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return &env{t: t, app: app, srv: srv, http: hs, token: cfg.Token}

@@ -2,13 +2,14 @@ package writer
 
 import (
 	"context"
+	"encoding/json"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/outbox"
@@ -50,7 +51,6 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Fatalf("openapi version %q", spec.OpenAPI)
 	}
 	reg := aggregate.NewRegistry()
-	domain.Register(reg)
 	app, err := application.New(context.Background(), application.Config{DatabaseURL: "sqlite::memory:", Registry: reg, CreateTables: true, Outbox: &outbox.Builder{}})
 	if err != nil {
 		t.Fatal(err)
@@ -88,5 +88,80 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	if len(inSpec) != len(inCode) {
 		t.Errorf("%d operations in the spec, %d routes", len(inSpec), len(inCode))
+	}
+}
+
+// TestVersionConventions checks that the spec says which "version" is a
+// count (append and head answers, expected_version) and which is an
+// event's own 0-based version, and that the server answers as it says: a
+// new stream of two events has version 2, and events 0 and 1.
+func TestVersionConventions(t *testing.T) {
+	var spec struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]struct {
+					Description string `yaml:"description"`
+					Items       struct {
+						Properties map[string]struct {
+							Description string `yaml:"description"`
+						} `yaml:"properties"`
+					} `yaml:"items"`
+				} `yaml:"properties"`
+			} `yaml:"schemas"`
+		} `yaml:"components"`
+	}
+	if err := yaml.Unmarshal(openAPI, &spec); err != nil {
+		t.Fatal(err)
+	}
+	sc := spec.Components.Schemas
+	for _, c := range []struct{ what, desc, want string }{
+		{"AppendResponse.version", sc["AppendResponse"].Properties["version"].Description, "COUNT"},
+		{"Head.version", sc["Head"].Properties["version"].Description, "COUNT"},
+		{"AppendRequest.expected_version", sc["AppendRequest"].Properties["expected_version"].Description, "COUNT"},
+		{"AppendResponse.events[].version", sc["AppendResponse"].Properties["events"].Items.Properties["version"].Description, "0-based"},
+		{"Event.version", sc["Event"].Properties["version"].Description, "0-based"},
+	} {
+		if !strings.Contains(c.desc, c.want) {
+			t.Errorf("%s: description %q does not say %s", c.what, c.desc, c.want)
+		}
+	}
+
+	app, err := application.New(context.Background(), application.Config{DatabaseURL: "sqlite::memory:", Registry: aggregate.NewRegistry(), CreateTables: true, Outbox: &outbox.Builder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	s, err := New(Config{App: app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(method, path, body string, v any) {
+		t.Helper()
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		if rec.Code/100 != 2 {
+			t.Fatalf("%s %s: %d %s", method, path, rec.Code, rec.Body)
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const id = "0b8a4f0e-5d0c-4c77-9d4c-3f0e2b6a1c55"
+	var appended struct {
+		Version uint64
+		Events  []struct{ Version uint64 }
+	}
+	call("POST", "/v1/streams/"+id+"/events", `{"expected_version":0,"events":[{"type":"A","data":{}},{"type":"B","data":{}}]}`, &appended)
+	var head struct{ Version uint64 }
+	call("GET", "/v1/streams/"+id+"/head", "", &head)
+	var read struct {
+		Events   []struct{ Version uint64 }
+		NextFrom uint64 `json:"next_from"`
+	}
+	call("GET", "/v1/streams/"+id+"/events", "", &read)
+	if appended.Version != 2 || len(appended.Events) != 2 || appended.Events[0].Version != 0 || appended.Events[1].Version != 1 ||
+		head.Version != 2 || len(read.Events) != 2 || read.Events[0].Version != 0 || read.NextFrom != 2 {
+		t.Fatalf("append %+v, head %+v, read %+v", appended, head, read)
 	}
 }

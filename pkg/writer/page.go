@@ -3,7 +3,6 @@ package writer
 import (
 	"bytes"
 	"context"
-	_ "embed"
 	"net/http"
 	"time"
 
@@ -13,9 +12,6 @@ import (
 
 // recentEvents is how many of the latest notifications the page shows.
 const recentEvents = 100
-
-//go:embed page.html
-var pageTemplate string
 
 type activity struct {
 	Backlog          backlogJSON      `json:"backlog"`
@@ -113,7 +109,7 @@ func (s *Server) handlePage(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'")
 	_, err = w.Write(buf.Bytes())
 	return err
 }

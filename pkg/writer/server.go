@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/ops"
 )
@@ -25,8 +24,9 @@ const DefaultMaxBodyBytes = 1 << 20
 type Config struct {
 	// App is the application the server writes to and reads from. It is
 	// required and must have been built with application.Config.Outbox set,
-	// so that every save also writes its Kafka messages. Its registry must
-	// know the example domain (domain.Register); New adds it when missing.
+	// so that every save also writes its Kafka messages. The server mounts
+	// no domain of its own: a service adds its endpoints with
+	// [Server.Handle] (and [NewAggregates] for event-sourced aggregates).
 	App *application.Application
 	// Token, when set, is the bearer token every mutating request must
 	// present (Authorization: Bearer <token>). Reads stay open.
@@ -42,25 +42,27 @@ type Config struct {
 	// Ready holds extra readiness checks served by /readyz next to the
 	// database ping, e.g. an in-process relay's liveness.
 	Ready map[string]ops.Check
+	// Projections, when set, feeds the console's projection status, lag
+	// charts and dead-letter re-drive. Default none.
+	Projections Projections
 }
 
 // Server is the writer's HTTP API over an application. Build it with
 // [New] and serve [Server.Handler].
 type Server struct {
-	app      *application.Application
-	token    string
-	maxBody  int64
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	metrics  *metrics
-	worlds   *application.Repository[*domain.World]
-	examples *application.Repository[*domain.Example]
-	codec    *codec
-	routes   []route
-	mux      *http.ServeMux
-	ops      http.Handler
-	page     *template.Template
-	handler  http.Handler
+	app         *application.Application
+	token       string
+	maxBody     int64
+	log         *slog.Logger
+	reg         *prometheus.Registry
+	metrics     *metrics
+	codec       *codec
+	routes      []route
+	mux         *http.ServeMux
+	ops         http.Handler
+	page        *template.Template
+	projections Projections
+	handler     http.Handler
 }
 
 // route is one endpoint: the method and path pattern (http.ServeMux
@@ -91,7 +93,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		app: cfg.App, token: cfg.Token, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, reg: cfg.Registry,
-		mux: http.NewServeMux(),
+		mux: http.NewServeMux(), projections: cfg.Projections,
 	}
 	if s.maxBody == 0 {
 		s.maxBody = DefaultMaxBodyBytes
@@ -102,20 +104,14 @@ func New(cfg Config) (*Server, error) {
 	if s.reg == nil {
 		s.reg = ops.NewRegistry()
 	}
-	reg := s.app.Store.Registry()
-	if _, _, ok := reg.Lookup("World"); !ok {
-		domain.Register(reg)
-	}
 	var err error
 	if s.metrics, err = newMetrics(s.reg); err != nil {
 		return nil, err
 	}
-	if s.page, err = template.New("page").Parse(pageTemplate); err != nil {
+	if s.page, err = template.ParseFS(consoleFiles, "console/index.html"); err != nil {
 		return nil, fmt.Errorf("writer: page template: %w", err)
 	}
 	s.codec = newCodec(s.app.Store)
-	s.worlds = application.NewRepository(s.app.Store, func() *domain.World { return new(domain.World) })
-	s.examples = application.NewRepository(s.app.Store, func() *domain.Example { return new(domain.Example) })
 
 	ready := map[string]ops.Check{"database": func(ctx context.Context) error {
 		_, err := s.app.Recorder().MaxNotificationID(ctx)
@@ -152,23 +148,18 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/metrics", handle: opsRoute},
 		{method: "GET", path: "/openapi.yaml", handle: s.handleOpenAPI},
 		{method: "GET", path: "/v1/activity", handle: s.handleActivity},
+		{method: "GET", path: "/console/{file}", handle: s.handleConsoleFile},
+		{method: "GET", path: "/v1/console/stats", handle: s.handleConsoleStats},
+		{method: "GET", path: "/v1/console/streams", handle: s.handleConsoleStreams},
+		{method: "GET", path: "/v1/console/streams/{id}/verify", handle: s.handleVerify},
+		{method: "POST", path: "/v1/console/projections/{name}/redrive", mutating: true, handle: s.handleRedrive},
 
+		{method: "POST", path: "/v1/streams", mutating: true, handle: s.handleCreateStream},
 		{method: "POST", path: "/v1/streams/{id}/events", mutating: true, handle: s.handleAppend},
 		{method: "GET", path: "/v1/streams/{id}/events", handle: s.handleReadStream},
 		{method: "GET", path: "/v1/streams/{id}/head", handle: s.handleHead},
 		{method: "GET", path: "/v1/notifications", handle: s.handleNotifications},
 		{method: "GET", path: "/v1/notifications/{section}", handle: s.handleNotifications},
-
-		{method: "POST", path: "/v1/worlds", mutating: true, handle: s.createWorld},
-		{method: "GET", path: "/v1/worlds/{id}", handle: s.getWorld},
-		{method: "POST", path: "/v1/worlds/{id}/make-it-so", mutating: true, handle: s.makeItSo},
-		{method: "PUT", path: "/v1/worlds/{id}/ruler", mutating: true, handle: s.setRuler},
-		{method: "DELETE", path: "/v1/worlds/{id}", mutating: true, handle: s.discardWorld},
-
-		{method: "POST", path: "/v1/examples", mutating: true, handle: s.createExample},
-		{method: "GET", path: "/v1/examples/{id}", handle: s.getExample},
-		{method: "PUT", path: "/v1/examples/{id}/foo", mutating: true, handle: s.setFoo},
-		{method: "DELETE", path: "/v1/examples/{id}", mutating: true, handle: s.discardExample},
 	}
 }
 

@@ -173,9 +173,20 @@ func TestPage(t *testing.T) {
 	page := e.must(http.StatusOK, "GET", "/", nil)
 	html := string(page.raw)
 	if !strings.HasPrefix(page.header.Get("Content-Type"), "text/html") || !strings.Contains(html, id) || !strings.Contains(html, stream) ||
-		!strings.Contains(html, "SomethingHappened") || !strings.Contains(html, ">3</strong> message(s)") || strings.Contains(html, "<script src") {
+		!strings.Contains(html, "SomethingHappened") || !strings.Contains(html, ">3</strong> message(s)") ||
+		!strings.Contains(html, `<script src="console/console.js">`) || strings.Contains(html, "http://") || strings.Contains(html, "https://") {
 		t.Fatalf("page:\n%s", html)
 	}
+	// The console's files are embedded, relative to the page (so the
+	// writer can be mounted under a prefix), and served with their types.
+	js := e.must(http.StatusOK, "GET", "/console/console.js", nil)
+	css := e.must(http.StatusOK, "GET", "/console/console.css", nil)
+	if !strings.HasPrefix(js.header.Get("Content-Type"), "text/javascript") || !strings.Contains(string(js.raw), "esflowConsole") ||
+		!strings.HasPrefix(css.header.Get("Content-Type"), "text/css") {
+		t.Fatalf("console files: %v %v", js.header, css.header)
+	}
+	e.must(http.StatusNotFound, "GET", "/console/index.html", nil)
+	e.must(http.StatusNotFound, "GET", "/console/nothing.js", nil)
 	a := e.must(http.StatusOK, "GET", "/v1/activity", nil)
 	streams := a.body["streams"].([]any)
 	first := streams[0].(map[string]any)

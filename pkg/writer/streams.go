@@ -63,6 +63,14 @@ func (s *Server) head(ctx context.Context, id uuid.UUID) (head, error) {
 	return head{version: events[0].Version + 1, last: &events[0]}, nil
 }
 
+// handleCreateStream starts a new stream under an id the server chooses
+// (a random UUID), for clients without a UUID generator at hand; the
+// answer's stream_id and Location name it. expected_version must be 0.
+func (s *Server) handleCreateStream(w http.ResponseWriter, r *http.Request) error {
+	r.SetPathValue("id", uuid.NewString())
+	return s.handleAppend(w, r)
+}
+
 // handleAppend appends generic events to a stream; see DESIGN.md for how
 // they map onto the store.
 func (s *Server) handleAppend(w http.ResponseWriter, r *http.Request) error {
@@ -231,7 +239,7 @@ func (s *Server) handleReadStream(w http.ResponseWriter, r *http.Request) error 
 		}
 	}
 	if from > 0 && len(events) > 0 && events[0].Version+1 == from {
-		events = events[1:]
+		events, recs = events[1:], recs[1:]
 	}
 	if len(events) == 0 {
 		h, err := s.head(r.Context(), id)
@@ -247,6 +255,7 @@ func (s *Server) handleReadStream(w http.ResponseWriter, r *http.Request) error 
 		if out.Events[i], err = toJSON(e); err != nil {
 			return err
 		}
+		out.Events[i].Encrypted = eventstore.Encrypted(recs[i].Data)
 		out.NextFrom = e.Version + 1
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -303,6 +312,47 @@ func (s *Server) handleNotifications(w http.ResponseWriter, r *http.Request) err
 	if sec.Items == nil {
 		sec.Items = []application.Item{}
 	}
-	writeJSON(w, http.StatusOK, sec)
+	switch r.URL.Query().Get("decode") {
+	case "":
+		writeJSON(w, http.StatusOK, sec)
+		return nil
+	case "json":
+	default:
+		return badRequest("decode=%q: the only decoding offered is decode=json", r.URL.Query().Get("decode"))
+	}
+	out := decodedSection{ID: sec.ID, Next: sec.Next, Items: make([]decodedItem, len(sec.Items))}
+	for i, it := range sec.Items {
+		d := decodedItem{Item: it, Encrypted: eventstore.Encrypted(it.Data)}
+		if !d.Encrypted {
+			es, err := s.codec.decode([]eventstore.Record{it.Record()})
+			if err != nil {
+				return fmt.Errorf("notification %d: %w", it.ID, err)
+			}
+			e, err := toJSON(es[0])
+			if err != nil {
+				return fmt.Errorf("notification %d: %w", it.ID, err)
+			}
+			d.Type, d.AggregateType, d.Payload = e.Type, e.AggregateType, e.Data
+		}
+		out.Items[i] = d
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// decodedSection is a notification log section with ?decode=json: each
+// item keeps its stored data (base64) and adds, unless the record is
+// encrypted at rest, the event's type, aggregate type and JSON payload.
+type decodedSection struct {
+	ID    string        `json:"id"`
+	Items []decodedItem `json:"items"`
+	Next  string        `json:"next_id,omitempty"`
+}
+
+type decodedItem struct {
+	application.Item
+	Encrypted     bool            `json:"encrypted"`
+	Type          string          `json:"type,omitempty"`
+	AggregateType string          `json:"aggregate_type,omitempty"`
+	Payload       json.RawMessage `json:"payload,omitempty"`
 }

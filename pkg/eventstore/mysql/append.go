@@ -83,14 +83,14 @@ func (s *Store) Append(ctx context.Context, records []eventstore.Record) error {
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return &eventstore.Error{Op: op, Err: fmt.Errorf("begin: %w", err)}
+		return &eventstore.Error{Op: op, Err: fmt.Errorf("begin: %w", TranslateError(err))}
 	}
 	if err := s.insert(ctx, tx, records); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return &eventstore.Error{Op: op, Err: fmt.Errorf("commit: %w", err)}
+		return &eventstore.Error{Op: op, Err: fmt.Errorf("commit: %w", TranslateError(err))}
 	}
 	return nil
 }
@@ -102,7 +102,7 @@ func (s *Store) BeginTx(ctx context.Context) (*sql.Tx, error) {
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, &eventstore.Error{Op: "begin", Err: err}
+		return nil, &eventstore.Error{Op: "begin", Err: TranslateError(err)}
 	}
 	return tx, nil
 }
@@ -144,7 +144,7 @@ func (s *Store) checkPredecessors(ctx context.Context, tx *sql.Tx, records []eve
 		}
 		found, err := s.exists(ctx, tx, r.StreamID, r.Position-1)
 		if err != nil {
-			return &eventstore.Error{Op: "append", StreamID: r.StreamID, Position: r.Position, Err: fmt.Errorf("read stream length: %w", err)}
+			return &eventstore.Error{Op: "append", StreamID: r.StreamID, Position: r.Position, Err: fmt.Errorf("read stream length: %w", TranslateError(err))}
 		}
 		if !found {
 			return eventstore.ConcurrencyError(r.StreamID, r.Position, fmt.Errorf("stream does not reach position %d", r.Position))
@@ -181,18 +181,18 @@ func (s *Store) insert(ctx context.Context, tx *sql.Tx, records []eventstore.Rec
 	const op = "append"
 	bump, err := s.Stmt(ctx, tx, s.q.bump)
 	if err != nil {
-		return &eventstore.Error{Op: op, Err: err}
+		return &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	res, err := bump.ExecContext(ctx, len(records), s.schema.Table)
 	if err != nil {
-		return &eventstore.Error{Op: op, Err: fmt.Errorf("take notification ids: %w", err)}
+		return &eventstore.Error{Op: op, Err: fmt.Errorf("take notification ids: %w", TranslateError(err))}
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		return &eventstore.Error{Op: op, Err: fmt.Errorf("take notification ids: no counter row for %q in %s (run Migrate): %v", s.schema.Table, CountersTable, err)}
 	}
 	last, err := res.LastInsertId()
 	if err != nil {
-		return &eventstore.Error{Op: op, Err: fmt.Errorf("take notification ids: %w", err)}
+		return &eventstore.Error{Op: op, Err: fmt.Errorf("take notification ids: %w", TranslateError(err))}
 	}
 	first := last - int64(len(records)) + 1
 	args := make([]any, 0, 5*len(records))
@@ -205,7 +205,7 @@ func (s *Store) insert(ctx context.Context, tx *sql.Tx, records []eventstore.Rec
 	}
 	ins, err := s.Stmt(ctx, tx, s.q.insert(len(records)))
 	if err != nil {
-		return &eventstore.Error{Op: op, Err: err}
+		return &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	if _, err := ins.ExecContext(ctx, args...); err != nil {
 		switch mysqlErrno(err) {
@@ -215,7 +215,7 @@ func (s *Store) insert(ctx context.Context, tx *sql.Tx, records []eventstore.Rec
 		case errDataTooLong:
 			return &eventstore.Error{Op: op, Err: fmt.Errorf("%w: %w", eventstore.ErrInvalidRecord, err)}
 		}
-		return &eventstore.Error{Op: op, Err: fmt.Errorf("insert: %w", err)}
+		return &eventstore.Error{Op: op, Err: fmt.Errorf("insert: %w", TranslateError(err))}
 	}
 	return nil
 }

@@ -47,7 +47,7 @@ func (s *Store) ReadStream(ctx context.Context, streamID uuid.UUID, q eventstore
 	}
 	rows, err := s.query(ctx, b.String(), args...)
 	if err != nil {
-		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 	}
 	defer func() { _ = rows.Close() }()
 	var out []eventstore.Record
@@ -55,7 +55,7 @@ func (s *Store) ReadStream(ctx context.Context, streamID uuid.UUID, q eventstore
 		r := eventstore.Record{StreamID: streamID}
 		var p int64
 		if err := rows.Scan(&p, &r.Topic, &r.Data); err != nil {
-			return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+			return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 		}
 		if p < 0 {
 			return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: fmt.Errorf("%w: negative position %d", eventstore.ErrIntegrity, p)}
@@ -64,7 +64,7 @@ func (s *Store) ReadStream(ctx context.Context, streamID uuid.UUID, q eventstore
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 	}
 	return out, nil
 }
@@ -111,7 +111,7 @@ func (s *Store) ReadNotifications(ctx context.Context, q eventstore.Notification
 	args = append(args, q.Limit)
 	rows, err := s.query(ctx, b.String(), args...)
 	if err != nil {
-		return nil, &eventstore.Error{Op: op, Err: err}
+		return nil, &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	defer func() { _ = rows.Close() }()
 	out := make([]eventstore.Notification, 0, min(q.Limit, 256))
@@ -122,7 +122,7 @@ func (s *Store) ReadNotifications(ctx context.Context, q eventstore.Notification
 			n     eventstore.Notification
 		)
 		if err := rows.Scan(&id, &sid, &p, &n.Topic, &n.Data); err != nil {
-			return nil, &eventstore.Error{Op: op, Err: err}
+			return nil, &eventstore.Error{Op: op, Err: TranslateError(err)}
 		}
 		if n.StreamID, err = uuid.FromBytes(sid); err != nil {
 			return nil, &eventstore.Error{Op: op, Err: fmt.Errorf("%w: notification %d: stream id: %w", eventstore.ErrIntegrity, id, err)}
@@ -134,7 +134,7 @@ func (s *Store) ReadNotifications(ctx context.Context, q eventstore.Notification
 		out = append(out, n)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, &eventstore.Error{Op: op, Err: err}
+		return nil, &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	return out, nil
 }
@@ -147,17 +147,17 @@ func (s *Store) MaxNotificationID(ctx context.Context) (uint64, error) {
 	}
 	rows, err := s.query(ctx, s.q.maxID)
 	if err != nil {
-		return 0, &eventstore.Error{Op: op, Err: err}
+		return 0, &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	defer func() { _ = rows.Close() }()
 	var id sql.NullInt64
 	if rows.Next() {
 		if err := rows.Scan(&id); err != nil {
-			return 0, &eventstore.Error{Op: op, Err: err}
+			return 0, &eventstore.Error{Op: op, Err: TranslateError(err)}
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return 0, &eventstore.Error{Op: op, Err: err}
+		return 0, &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	if !id.Valid || id.Int64 <= 0 {
 		return 0, nil

@@ -32,7 +32,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Record) error 
 		data = []byte{}
 	}
 	if _, err := s.exec(ctx, s.q.saveSnap, snap.StreamID[:], int64(snap.Position), snap.Topic, data); err != nil {
-		return &eventstore.Error{Op: op, StreamID: snap.StreamID, Position: snap.Position, Err: err}
+		return &eventstore.Error{Op: op, StreamID: snap.StreamID, Position: snap.Position, Err: TranslateError(err)}
 	}
 	return nil
 }
@@ -54,19 +54,19 @@ func (s *Store) LatestSnapshot(ctx context.Context, streamID uuid.UUID, upTo *ui
 	query += " ORDER BY " + s.names.Position + " DESC LIMIT 1"
 	rows, err := s.query(ctx, query, args...)
 	if err != nil {
-		return eventstore.Record{}, false, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+		return eventstore.Record{}, false, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 	}
 	defer func() { _ = rows.Close() }()
 	if !rows.Next() {
 		if err := rows.Err(); err != nil {
-			return eventstore.Record{}, false, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+			return eventstore.Record{}, false, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 		}
 		return eventstore.Record{}, false, nil
 	}
 	snap := eventstore.Record{StreamID: streamID}
 	var p int64
 	if err := rows.Scan(&p, &snap.Topic, &snap.Data); err != nil {
-		return eventstore.Record{}, false, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+		return eventstore.Record{}, false, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 	}
 	if p < 0 {
 		return eventstore.Record{}, false, &eventstore.Error{Op: op, StreamID: streamID,

@@ -86,7 +86,7 @@ func (s *Store) Append(ctx context.Context, records []eventstore.Record) error {
 	}
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return &eventstore.Error{Op: "append", Err: fmt.Errorf("acquire connection: %w", err)}
+		return &eventstore.Error{Op: "append", Err: fmt.Errorf("acquire connection: %w", TranslateError(err))}
 	}
 	defer conn.Release() // the pool discards a connection left inside a transaction
 
@@ -175,7 +175,7 @@ func (s *Store) appendError(records []eventstore.Record, a *batchArgs, err error
 		id, pos := conflictingStream(records, pgErr.Detail)
 		return eventstore.ConcurrencyError(id, pos, fmt.Errorf("position already taken: %w", err))
 	}
-	return &eventstore.Error{Op: "append", Err: err}
+	return &eventstore.Error{Op: "append", Err: TranslateError(err)}
 }
 
 // conflictingStream names the stream of a unique violation: the first

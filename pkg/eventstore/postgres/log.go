@@ -38,16 +38,16 @@ func (s *Store) ReadNotifications(ctx context.Context, q eventstore.Notification
 	// assigned below one already visible, so it reads without a check.
 	if end := q.Start + uint64(q.Limit) - 1; end < q.Start || end > s.maxKnown.Load() {
 		if _, err := s.awaitCommitted(ctx, s.deadline()); err != nil {
-			return nil, &eventstore.Error{Op: op, Err: err}
+			return nil, &eventstore.Error{Op: op, Err: TranslateError(err)}
 		}
 	}
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, &eventstore.Error{Op: op, Err: err}
+		return nil, &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	out, err := collectNotifications(rows, q.Limit)
 	if err != nil {
-		return nil, &eventstore.Error{Op: op, Err: err}
+		return nil, &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	if len(out) > 0 {
 		s.sawID(out[len(out)-1].ID)
@@ -65,7 +65,7 @@ func (s *Store) MaxNotificationID(ctx context.Context) (uint64, error) {
 	}
 	top, err := s.awaitCommitted(ctx, s.deadline())
 	if err != nil {
-		return 0, &eventstore.Error{Op: op, Err: err}
+		return 0, &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	return top, nil
 }
@@ -81,7 +81,7 @@ func (s *Store) Sequence(ctx context.Context) error {
 	}
 	s.Committed()
 	if _, err := s.awaitCommitted(ctx, time.Time{}); err != nil {
-		return &eventstore.Error{Op: op, Err: err}
+		return &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	return nil
 }

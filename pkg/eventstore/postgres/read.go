@@ -52,11 +52,11 @@ func (s *Store) ReadStream(ctx context.Context, streamID uuid.UUID, q eventstore
 	}
 	rows, err := s.pool.Query(ctx, sql.String(), args...)
 	if err != nil {
-		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 	}
 	out, err := scanStream(rows, streamID)
 	if err != nil {
-		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 	}
 	return out, nil
 }

@@ -33,7 +33,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Record) error 
 		data = []byte{}
 	}
 	if _, err := s.pool.Exec(ctx, s.saveSnapSQL, pgtype.UUID{Bytes: snap.StreamID, Valid: true}, int64(snap.Position), snap.Topic, data); err != nil {
-		return &eventstore.Error{Op: op, StreamID: snap.StreamID, Position: snap.Position, Err: err}
+		return &eventstore.Error{Op: op, StreamID: snap.StreamID, Position: snap.Position, Err: TranslateError(err)}
 	}
 	return nil
 }
@@ -60,7 +60,7 @@ func (s *Store) LatestSnapshot(ctx context.Context, streamID uuid.UUID, upTo *ui
 		return eventstore.Record{}, false, nil
 	}
 	if err != nil {
-		return eventstore.Record{}, false, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+		return eventstore.Record{}, false, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 	}
 	return eventstore.Record{StreamID: streamID, Position: uint64(pos), Topic: topic, Data: data}, true, nil
 }

@@ -91,14 +91,14 @@ func (s *Store) Append(ctx context.Context, records []eventstore.Record) error {
 
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return &eventstore.Error{Op: op, Err: fmt.Errorf("begin: %w", err)}
+		return &eventstore.Error{Op: op, Err: fmt.Errorf("begin: %w", TranslateError(err))}
 	}
 	if err := s.insertRecords(ctx, tx, records); err != nil {
 		_ = tx.Rollback()
 		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return &eventstore.Error{Op: op, Err: fmt.Errorf("commit: %w", err)}
+		return &eventstore.Error{Op: op, Err: fmt.Errorf("commit: %w", TranslateError(err))}
 	}
 	return nil
 }
@@ -161,7 +161,7 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, records []eventst
 	const op = "append"
 	stmt, err := tx.PrepareContext(ctx, s.q.insert)
 	if err != nil {
-		return &eventstore.Error{Op: op, Err: fmt.Errorf("prepare insert: %w", err)}
+		return &eventstore.Error{Op: op, Err: fmt.Errorf("prepare insert: %w", TranslateError(err))}
 	}
 	defer func() { _ = stmt.Close() }()
 
@@ -184,7 +184,7 @@ func (s *Store) insertRecords(ctx context.Context, tx *sql.Tx, records []eventst
 				return &eventstore.Error{Op: op, StreamID: r.StreamID, Position: r.Position,
 					Err: fmt.Errorf("%w: %w", eventstore.ErrInvalidRecord, err)}
 			}
-			return &eventstore.Error{Op: op, StreamID: r.StreamID, Position: r.Position, Err: fmt.Errorf("insert: %w", err)}
+			return &eventstore.Error{Op: op, StreamID: r.StreamID, Position: r.Position, Err: fmt.Errorf("insert: %w", TranslateError(err))}
 		}
 	}
 

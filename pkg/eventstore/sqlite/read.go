@@ -48,7 +48,7 @@ func (s *Store) ReadStream(ctx context.Context, streamID uuid.UUID, q eventstore
 
 	rows, err := s.db.QueryContext(ctx, b.String(), args...)
 	if err != nil {
-		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 	}
 	defer func() { _ = rows.Close() }()
 	var out []eventstore.Record
@@ -56,7 +56,7 @@ func (s *Store) ReadStream(ctx context.Context, streamID uuid.UUID, q eventstore
 		r := eventstore.Record{StreamID: streamID}
 		var p int64
 		if err := rows.Scan(&p, &r.Topic, &r.Data); err != nil {
-			return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+			return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 		}
 		if p < 0 {
 			return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: fmt.Errorf("%w: negative position %d", eventstore.ErrIntegrity, p)}
@@ -65,7 +65,7 @@ func (s *Store) ReadStream(ctx context.Context, streamID uuid.UUID, q eventstore
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+		return nil, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 	}
 	return out, nil
 }
@@ -108,7 +108,7 @@ func (s *Store) ReadNotifications(ctx context.Context, q eventstore.Notification
 
 	rows, err := s.db.QueryContext(ctx, b.String(), args...)
 	if err != nil {
-		return nil, &eventstore.Error{Op: op, Err: err}
+		return nil, &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	defer func() { _ = rows.Close() }()
 	out := make([]eventstore.Notification, 0, min(q.Limit, 256))
@@ -119,7 +119,7 @@ func (s *Store) ReadNotifications(ctx context.Context, q eventstore.Notification
 			n     eventstore.Notification
 		)
 		if err := rows.Scan(&id, &sid, &p, &n.Topic, &n.Data); err != nil {
-			return nil, &eventstore.Error{Op: op, Err: err}
+			return nil, &eventstore.Error{Op: op, Err: TranslateError(err)}
 		}
 		if n.StreamID, err = uuid.Parse(sid); err != nil {
 			return nil, &eventstore.Error{Op: op, Err: fmt.Errorf("%w: notification %d: stream id %q: %w", eventstore.ErrIntegrity, id, sid, err)}
@@ -131,7 +131,7 @@ func (s *Store) ReadNotifications(ctx context.Context, q eventstore.Notification
 		out = append(out, n)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, &eventstore.Error{Op: op, Err: err}
+		return nil, &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	return out, nil
 }
@@ -144,7 +144,7 @@ func (s *Store) MaxNotificationID(ctx context.Context) (uint64, error) {
 	}
 	var id sql.NullInt64
 	if err := s.db.QueryRowContext(ctx, s.q.maxID).Scan(&id); err != nil {
-		return 0, &eventstore.Error{Op: op, Err: err}
+		return 0, &eventstore.Error{Op: op, Err: TranslateError(err)}
 	}
 	if !id.Valid || id.Int64 <= 0 {
 		return 0, nil

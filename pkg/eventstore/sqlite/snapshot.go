@@ -39,7 +39,7 @@ func (s *Store) SaveSnapshot(ctx context.Context, snap eventstore.Record) error 
 	}
 	defer release()
 	if _, err := s.db.ExecContext(ctx, s.q.saveSnapshot, snap.StreamID.String(), int64(snap.Position), snap.Topic, data); err != nil {
-		return &eventstore.Error{Op: op, StreamID: snap.StreamID, Position: snap.Position, Err: err}
+		return &eventstore.Error{Op: op, StreamID: snap.StreamID, Position: snap.Position, Err: TranslateError(err)}
 	}
 	return nil
 }
@@ -68,7 +68,7 @@ func (s *Store) LatestSnapshot(ctx context.Context, streamID uuid.UUID, upTo *ui
 	case errors.Is(err, sql.ErrNoRows):
 		return eventstore.Record{}, false, nil
 	case err != nil:
-		return eventstore.Record{}, false, &eventstore.Error{Op: op, StreamID: streamID, Err: err}
+		return eventstore.Record{}, false, &eventstore.Error{Op: op, StreamID: streamID, Err: TranslateError(err)}
 	case p < 0:
 		return eventstore.Record{}, false, &eventstore.Error{Op: op, StreamID: streamID,
 			Err: fmt.Errorf("%w: negative snapshot position %d", eventstore.ErrIntegrity, p)}

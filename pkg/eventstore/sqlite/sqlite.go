@@ -198,7 +198,7 @@ func (s *Store) BeginTx(ctx context.Context) (*sql.Tx, error) {
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, &eventstore.Error{Op: "begin", Err: err}
+		return nil, &eventstore.Error{Op: "begin", Err: TranslateError(err)}
 	}
 	return tx, nil
 }

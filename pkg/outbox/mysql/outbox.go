@@ -189,7 +189,7 @@ func (o *Outbox) AppendWithOutbox(ctx context.Context, records []eventstore.Reco
 	}
 	tx, err := o.events.BeginTx(ctx)
 	if err != nil {
-		return fmt.Errorf("outbox/mysql: append: %w", err)
+		return fmt.Errorf("outbox/mysql: append: %w", mysqlstore.TranslateError(err))
 	}
 	defer func() { _ = tx.Rollback() }()
 	if err := o.events.AppendTx(ctx, tx, records); err != nil {
@@ -198,14 +198,14 @@ func (o *Outbox) AppendWithOutbox(ctx context.Context, records []eventstore.Reco
 	if len(msgs) > 0 {
 		st, err := o.events.Stmt(ctx, tx, o.insertSQL(len(msgs)))
 		if err != nil {
-			return fmt.Errorf("outbox/mysql: append: %w", err)
+			return fmt.Errorf("outbox/mysql: append: %w", mysqlstore.TranslateError(err))
 		}
 		if _, err := st.ExecContext(ctx, args...); err != nil {
-			return fmt.Errorf("outbox/mysql: append messages: %w", err)
+			return fmt.Errorf("outbox/mysql: append messages: %w", mysqlstore.TranslateError(err))
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("outbox/mysql: append: commit: %w", err)
+		return fmt.Errorf("outbox/mysql: append: commit: %w", mysqlstore.TranslateError(err))
 	}
 	if len(msgs) > 0 {
 		o.signal()
@@ -253,7 +253,7 @@ func (o *Outbox) Fetch(ctx context.Context, shard outbox.Shard, limit int) ([]ou
 	}
 	rows, err := o.query(ctx, o.q.fetch, append(shardArgs(shard), limit)...)
 	if err != nil {
-		return nil, fmt.Errorf("outbox/mysql: fetch: %w", err)
+		return nil, fmt.Errorf("outbox/mysql: fetch: %w", mysqlstore.TranslateError(err))
 	}
 	defer func() { _ = rows.Close() }()
 	var out []outbox.Message
@@ -261,15 +261,15 @@ func (o *Outbox) Fetch(ctx context.Context, shard outbox.Shard, limit int) ([]ou
 		var m outbox.Message
 		var hdr []byte
 		if err := rows.Scan(&m.ID, &m.Topic, &m.Key, &m.Value, &hdr, &m.CreatedAt); err != nil {
-			return nil, fmt.Errorf("outbox/mysql: fetch: %w", err)
+			return nil, fmt.Errorf("outbox/mysql: fetch: %w", mysqlstore.TranslateError(err))
 		}
 		if m.Headers, err = outbox.DecodeHeaders(hdr); err != nil {
-			return nil, fmt.Errorf("outbox/mysql: fetch message %d: %w", m.ID, err)
+			return nil, fmt.Errorf("outbox/mysql: fetch message %d: %w", m.ID, mysqlstore.TranslateError(err))
 		}
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("outbox/mysql: fetch: %w", err)
+		return nil, fmt.Errorf("outbox/mysql: fetch: %w", mysqlstore.TranslateError(err))
 	}
 	return out, nil
 }
@@ -296,7 +296,7 @@ func (o *Outbox) Delete(ctx context.Context, ids []int64) error {
 		}
 		b.WriteString(")")
 		if _, err := o.exec(ctx, b.String(), args...); err != nil {
-			return fmt.Errorf("outbox/mysql: delete: %w", err)
+			return fmt.Errorf("outbox/mysql: delete: %w", mysqlstore.TranslateError(err))
 		}
 		ids = ids[n:]
 	}
@@ -312,7 +312,7 @@ func (o *Outbox) Backlog(ctx context.Context, shard outbox.Shard) (outbox.Backlo
 	var b outbox.Backlog
 	var oldest sql.NullTime
 	if err := o.queryRow(ctx, o.q.backlog, shardArgs(shard), &b.Messages, &oldest); err != nil {
-		return outbox.Backlog{}, fmt.Errorf("outbox/mysql: backlog: %w", err)
+		return outbox.Backlog{}, fmt.Errorf("outbox/mysql: backlog: %w", mysqlstore.TranslateError(err))
 	}
 	if oldest.Valid {
 		b.Oldest = oldest.Time
@@ -327,7 +327,7 @@ func (o *Outbox) Parked(ctx context.Context, shard outbox.Shard) (int64, error) 
 	}
 	var n int64
 	if err := o.queryRow(ctx, o.q.parked, shardArgs(shard), &n); err != nil {
-		return 0, fmt.Errorf("outbox/mysql: parked: %w", err)
+		return 0, fmt.Errorf("outbox/mysql: parked: %w", mysqlstore.TranslateError(err))
 	}
 	return n, nil
 }
@@ -337,11 +337,11 @@ func (o *Outbox) Parked(ctx context.Context, shard outbox.Shard) (int64, error) 
 func (o *Outbox) Park(ctx context.Context, id int64, reason string) error {
 	res, err := o.exec(ctx, o.q.park, reason, id)
 	if err != nil {
-		return fmt.Errorf("outbox/mysql: park message %d: %w", id, err)
+		return fmt.Errorf("outbox/mysql: park message %d: %w", id, mysqlstore.TranslateError(err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return fmt.Errorf("outbox/mysql: park message %d: %w", id, err)
+		return fmt.Errorf("outbox/mysql: park message %d: %w", id, mysqlstore.TranslateError(err))
 	}
 	if n == 0 {
 		return fmt.Errorf("outbox/mysql: park message %d: %w", id, eventstore.ErrNotFound)

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/esflow/esflow/pkg/eventstore"
+	pgstore "github.com/esflow/esflow/pkg/eventstore/postgres"
 	"github.com/esflow/esflow/pkg/outbox"
 )
 
@@ -288,7 +289,7 @@ func (o *Outbox) AppendWithOutbox(ctx context.Context, records []eventstore.Reco
 	}
 	if len(records) == 0 {
 		if _, err := o.pool.Exec(ctx, o.q.appendMsgs, margs...); err != nil {
-			return fmt.Errorf("outbox/postgres: append messages: %w", err)
+			return fmt.Errorf("outbox/postgres: append messages: %w", pgstore.TranslateError(err))
 		}
 		o.committed()
 		return nil
@@ -359,7 +360,7 @@ func (o *Outbox) appendError(records []eventstore.Record, err error) error {
 			return eventstore.ConcurrencyError(id, pos, errors.New("the stream does not reach the expected version"))
 		}
 	}
-	return &eventstore.Error{Op: "append", Err: fmt.Errorf("outbox/postgres: %w", err)}
+	return &eventstore.Error{Op: "append", Err: fmt.Errorf("outbox/postgres: %w", pgstore.TranslateError(err))}
 }
 
 // conflictingStream names the stream of a unique violation from its
@@ -403,7 +404,7 @@ func (o *Outbox) Backlog(ctx context.Context, shard outbox.Shard) (outbox.Backlo
 	var b outbox.Backlog
 	var oldest *time.Time
 	if err := o.pool.QueryRow(ctx, o.q.backlog, count, index).Scan(&b.Messages, &oldest); err != nil {
-		return outbox.Backlog{}, fmt.Errorf("outbox/postgres: backlog: %w", err)
+		return outbox.Backlog{}, fmt.Errorf("outbox/postgres: backlog: %w", pgstore.TranslateError(err))
 	}
 	if oldest != nil {
 		b.Oldest = *oldest
@@ -419,7 +420,7 @@ func (o *Outbox) Parked(ctx context.Context, shard outbox.Shard) (int64, error) 
 	count, index := shardArgs(shard)
 	var n int64
 	if err := o.pool.QueryRow(ctx, o.q.parked, count, index).Scan(&n); err != nil {
-		return 0, fmt.Errorf("outbox/postgres: parked: %w", err)
+		return 0, fmt.Errorf("outbox/postgres: parked: %w", pgstore.TranslateError(err))
 	}
 	return n, nil
 }
@@ -430,7 +431,7 @@ func (o *Outbox) Parked(ctx context.Context, shard outbox.Shard) (int64, error) 
 func (o *Outbox) Park(ctx context.Context, id int64, reason string) error {
 	tag, err := o.pool.Exec(ctx, o.q.park, id, reason)
 	if err != nil {
-		return fmt.Errorf("outbox/postgres: park message %d: %w", id, err)
+		return fmt.Errorf("outbox/postgres: park message %d: %w", id, pgstore.TranslateError(err))
 	}
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("outbox/postgres: park message %d: %w", id, eventstore.ErrNotFound)

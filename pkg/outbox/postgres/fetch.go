@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/esflow/esflow/pkg/eventstore"
+	pgstore "github.com/esflow/esflow/pkg/eventstore/postgres"
 	"github.com/esflow/esflow/pkg/outbox"
 )
 
@@ -109,7 +110,7 @@ func (o *Outbox) FetchExcept(ctx context.Context, shard outbox.Shard, limit int,
 		err = cerr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("outbox/postgres: fetch: %w", err)
+		return nil, fmt.Errorf("outbox/postgres: fetch: %w", pgstore.TranslateError(err))
 	}
 	return out, nil
 }
@@ -152,7 +153,7 @@ func (o *Outbox) Delete(ctx context.Context, ids []int64) error {
 	b.Queue(asyncCommit)
 	b.Queue(o.fq.delRuns, lo, hi)
 	if err := o.pool.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("outbox/postgres: delete: %w", err)
+		return fmt.Errorf("outbox/postgres: delete: %w", pgstore.TranslateError(err))
 	}
 	return nil
 }

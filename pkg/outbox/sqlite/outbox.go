@@ -271,7 +271,7 @@ func (o *Outbox) AppendWithOutbox(ctx context.Context, records []eventstore.Reco
 func (o *Outbox) appendTx(ctx context.Context, records []eventstore.Record, msgs []outbox.Message, hdrs [][]byte) error {
 	tx, err := o.events.BeginTx(ctx)
 	if err != nil {
-		return fmt.Errorf("outbox/sqlite: append: %w", err)
+		return fmt.Errorf("outbox/sqlite: append: %w", sqlstore.TranslateError(err))
 	}
 	defer func() { _ = tx.Rollback() }()
 	if err := o.events.AppendTx(ctx, tx, records); err != nil {
@@ -280,7 +280,7 @@ func (o *Outbox) appendTx(ctx context.Context, records []eventstore.Record, msgs
 	if len(msgs) > 0 {
 		stmt, err := tx.PrepareContext(ctx, o.q.insert)
 		if err != nil {
-			return fmt.Errorf("outbox/sqlite: append: prepare: %w", err)
+			return fmt.Errorf("outbox/sqlite: append: prepare: %w", sqlstore.TranslateError(err))
 		}
 		defer func() { _ = stmt.Close() }()
 		now := time.Now().UTC().Format(timeLayout)
@@ -291,7 +291,7 @@ func (o *Outbox) appendTx(ctx context.Context, records []eventstore.Record, msgs
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("outbox/sqlite: append: commit: %w", err)
+		return fmt.Errorf("outbox/sqlite: append: commit: %w", sqlstore.TranslateError(err))
 	}
 	return nil
 }
@@ -322,7 +322,7 @@ func (o *Outbox) Fetch(ctx context.Context, shard outbox.Shard, limit int) ([]ou
 	count, index := shardArgs(shard)
 	rows, err := o.db.QueryContext(ctx, o.q.fetch, count, index, limit)
 	if err != nil {
-		return nil, fmt.Errorf("outbox/sqlite: fetch: %w", err)
+		return nil, fmt.Errorf("outbox/sqlite: fetch: %w", sqlstore.TranslateError(err))
 	}
 	defer func() { _ = rows.Close() }()
 	var out []outbox.Message
@@ -331,18 +331,18 @@ func (o *Outbox) Fetch(ctx context.Context, shard outbox.Shard, limit int) ([]ou
 		var hdr []byte
 		var created string
 		if err := rows.Scan(&m.ID, &m.Topic, &m.Key, &m.Value, &hdr, &created); err != nil {
-			return nil, fmt.Errorf("outbox/sqlite: fetch: %w", err)
+			return nil, fmt.Errorf("outbox/sqlite: fetch: %w", sqlstore.TranslateError(err))
 		}
 		if m.Headers, err = outbox.DecodeHeaders(hdr); err != nil {
-			return nil, fmt.Errorf("outbox/sqlite: fetch message %d: %w", m.ID, err)
+			return nil, fmt.Errorf("outbox/sqlite: fetch message %d: %w", m.ID, sqlstore.TranslateError(err))
 		}
 		if m.CreatedAt, err = time.Parse(timeLayout, created); err != nil {
-			return nil, fmt.Errorf("outbox/sqlite: fetch message %d: created_at: %w", m.ID, err)
+			return nil, fmt.Errorf("outbox/sqlite: fetch message %d: created_at: %w", m.ID, sqlstore.TranslateError(err))
 		}
 		out = append(out, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("outbox/sqlite: fetch: %w", err)
+		return nil, fmt.Errorf("outbox/sqlite: fetch: %w", sqlstore.TranslateError(err))
 	}
 	return out, nil
 }
@@ -354,10 +354,10 @@ func (o *Outbox) Delete(ctx context.Context, ids []int64) error {
 	}
 	list, err := json.Marshal(ids)
 	if err != nil {
-		return fmt.Errorf("outbox/sqlite: delete: %w", err)
+		return fmt.Errorf("outbox/sqlite: delete: %w", sqlstore.TranslateError(err))
 	}
 	if _, err := o.db.ExecContext(ctx, o.q.del, string(list)); err != nil {
-		return fmt.Errorf("outbox/sqlite: delete: %w", err)
+		return fmt.Errorf("outbox/sqlite: delete: %w", sqlstore.TranslateError(err))
 	}
 	return nil
 }
@@ -372,12 +372,12 @@ func (o *Outbox) Backlog(ctx context.Context, shard outbox.Shard) (outbox.Backlo
 	var b outbox.Backlog
 	var oldest sql.NullString
 	if err := o.db.QueryRowContext(ctx, o.q.backlog, count, index).Scan(&b.Messages, &oldest); err != nil {
-		return outbox.Backlog{}, fmt.Errorf("outbox/sqlite: backlog: %w", err)
+		return outbox.Backlog{}, fmt.Errorf("outbox/sqlite: backlog: %w", sqlstore.TranslateError(err))
 	}
 	if oldest.Valid {
 		t, err := time.Parse(timeLayout, oldest.String)
 		if err != nil {
-			return outbox.Backlog{}, fmt.Errorf("outbox/sqlite: backlog: created_at: %w", err)
+			return outbox.Backlog{}, fmt.Errorf("outbox/sqlite: backlog: created_at: %w", sqlstore.TranslateError(err))
 		}
 		b.Oldest = t
 	}
@@ -392,7 +392,7 @@ func (o *Outbox) Parked(ctx context.Context, shard outbox.Shard) (int64, error) 
 	count, index := shardArgs(shard)
 	var n int64
 	if err := o.db.QueryRowContext(ctx, o.q.parked, count, index).Scan(&n); err != nil {
-		return 0, fmt.Errorf("outbox/sqlite: parked: %w", err)
+		return 0, fmt.Errorf("outbox/sqlite: parked: %w", sqlstore.TranslateError(err))
 	}
 	return n, nil
 }
@@ -402,11 +402,11 @@ func (o *Outbox) Parked(ctx context.Context, shard outbox.Shard) (int64, error) 
 func (o *Outbox) Park(ctx context.Context, id int64, reason string) error {
 	res, err := o.db.ExecContext(ctx, o.q.park, time.Now().UTC().Format(timeLayout), reason, id)
 	if err != nil {
-		return fmt.Errorf("outbox/sqlite: park message %d: %w", id, err)
+		return fmt.Errorf("outbox/sqlite: park message %d: %w", id, sqlstore.TranslateError(err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return fmt.Errorf("outbox/sqlite: park message %d: %w", id, err)
+		return fmt.Errorf("outbox/sqlite: park message %d: %w", id, sqlstore.TranslateError(err))
 	}
 	if n == 0 {
 		return fmt.Errorf("outbox/sqlite: park message %d: %w", id, eventstore.ErrNotFound)
