@@ -137,7 +137,7 @@ WHERE projection = $1 AND event_id = $2 AND redriven_at IS NULL`, r.tracking, e.
 		}
 		if errors.Is(err, errNotDead) {
 			e.Redriven = false
-			res, err := r.applyTx(ctx, []Event{e})
+			res, err := r.applyTx(ctx, []Event{e}, nil)
 			if err == nil {
 				r.committed(res)
 				if res.applied > 0 {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +23,10 @@ import (
 type RunnerConfig struct {
 	// Brokers to bootstrap from. Required.
 	Brokers []string
-	// GroupID is the consumer group. Default the projection's name plus
+	// GroupID is the consumer group whose committed offsets a partition
+	// starts from the first time it is leased (upgrading from the
+	// consumer-group runner), and the prefix of Redrive's group. The
+	// runner itself joins no group. Default the projection's name plus
 	// TableSuffix.
 	GroupID string
 	// Dialer opens the reader's connections (TLS, SASL, client id).
@@ -48,10 +53,9 @@ type RunnerConfig struct {
 	// DeadLetterTopic receives poison messages. Default the projection's
 	// name plus ".dlq".
 	DeadLetterTopic string
-	// CommitInterval is how often consumed offsets are committed to the
-	// group. Offsets are handed over only after the database transaction
-	// commits; committing them late is safe because tracking skips what a
-	// restart redelivers. Default 1s; it must not be negative.
+	// CommitInterval is how often Redrive commits its consumed offsets
+	// to its group (Run stores offsets in the read model's database, in
+	// the applying transaction). Default 1s; it must not be negative.
 	CommitInterval time.Duration
 	// TableSuffix is appended to every table name of the projection and
 	// to its tracking key, so a rebuild can fill fresh shadow tables
@@ -70,17 +74,36 @@ type RunnerConfig struct {
 	// ShutdownTimeout bounds how long the batch in progress may take to
 	// finish after Run's context is cancelled. Default 10s.
 	ShutdownTimeout time.Duration
-	// SessionTimeout is how long the group coordinator waits for a
-	// heartbeat before it declares a member dead and hands its partitions
-	// to the others: the failover time after a crash. Default 10s
-	// (kafka-go's 30s stalls a partition for half a minute).
-	SessionTimeout time.Duration
-	// RebalanceTimeout is how long the coordinator waits for every member
-	// to rejoin during a rebalance. Default 10s.
+	// SessionTimeout and RebalanceTimeout are those of Redrive's
+	// consumer group. Default 10s each.
+	SessionTimeout   time.Duration
 	RebalanceTimeout time.Duration
-	// HeartbeatInterval is how often the runner tells the coordinator it
-	// is alive; keep it well under SessionTimeout. Default 1s.
+
+	// Partition ownership (DESIGN.md, "Partition leases"). The runners of
+	// a projection share its partitions through lease rows in the read
+	// model's database; no consumer group is involved.
+
+	// LeaseTTL is how long a member may go without a heartbeat before the
+	// others take its partitions: what a paused (SIGSTOP) or cut-off
+	// runner costs. On PostgreSQL a killed runner is seen dead at once
+	// (its session's advisory lock goes with the process), so LeaseTTL
+	// does not bound crash failover there. Default 2s.
+	LeaseTTL time.Duration
+	// LeaseCheck is how often the runner reads the leases and members,
+	// acquires what is free and assigned to it, and hands over what is
+	// assigned to another: it bounds failover after a crash and hand-over
+	// after a shutdown. Default 100ms.
+	LeaseCheck time.Duration
+	// HeartbeatInterval is how often the runner renews its membership;
+	// it must be shorter than LeaseTTL. Default LeaseTTL/4.
 	HeartbeatInterval time.Duration
+	// DiscoverInterval is how often the topics' partitions are listed
+	// again (new partitions, topics created later; every 2s while a topic
+	// is missing). Default 10s.
+	DiscoverInterval time.Duration
+	// MemberName is recorded with the runner's membership, for operators
+	// (MembersTable). Default the host name.
+	MemberName string
 }
 
 // Runner consumes a projection's topics and applies them to its read
@@ -111,6 +134,13 @@ type Runner struct {
 	openGaps      map[string]uint64 // aggregate id -> seen version
 	counts        counts
 	notify        chan struct{} // closed and replaced after every commit
+	// leasesChecked is set once the runner has read the leases as a
+	// member; owned counts the partitions it holds.
+	leasesChecked bool
+	owned         int
+
+	// applying holds a token while a batch is applied (waitApplyIdle).
+	applying chan struct{}
 }
 
 type counts struct{ applied, duplicates, gaps, deadLettered uint64 }
@@ -159,9 +189,18 @@ func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner
 	setDefault(&cfg.ShutdownTimeout, 10*time.Second)
 	setDefault(&cfg.SessionTimeout, 10*time.Second)
 	setDefault(&cfg.RebalanceTimeout, 10*time.Second)
-	setDefault(&cfg.HeartbeatInterval, time.Second)
-	if cfg.HeartbeatInterval >= cfg.SessionTimeout {
-		return nil, fmt.Errorf("projection %s: HeartbeatInterval %s must be shorter than SessionTimeout %s", name, cfg.HeartbeatInterval, cfg.SessionTimeout)
+	setDefault(&cfg.LeaseTTL, 2*time.Second)
+	setDefault(&cfg.LeaseCheck, 100*time.Millisecond)
+	setDefault(&cfg.HeartbeatInterval, cfg.LeaseTTL/4)
+	setDefault(&cfg.DiscoverInterval, 10*time.Second)
+	if cfg.MemberName == "" {
+		cfg.MemberName, _ = os.Hostname()
+	}
+	if cfg.LeaseTTL < 0 || cfg.LeaseCheck < 0 || cfg.HeartbeatInterval < 0 || cfg.DiscoverInterval < 0 {
+		return nil, fmt.Errorf("projection %s: negative LeaseTTL, LeaseCheck, HeartbeatInterval or DiscoverInterval", name)
+	}
+	if cfg.HeartbeatInterval >= cfg.LeaseTTL {
+		return nil, fmt.Errorf("projection %s: HeartbeatInterval %s must be shorter than LeaseTTL %s", name, cfg.HeartbeatInterval, cfg.LeaseTTL)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -183,6 +222,7 @@ func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner
 		partitions: map[partitionKey]*PartitionLag{},
 		openGaps:   map[string]uint64{},
 		notify:     make(chan struct{}),
+		applying:   make(chan struct{}, 1),
 	}
 	r.batch, _ = p.(BatchHandler)
 	return r, nil
@@ -204,10 +244,12 @@ func (r *Runner) Setup(ctx context.Context) error {
 // Tables returns the table mapping the runner hands to the projection.
 func (r *Runner) Tables() Tables { return r.tables }
 
-// Run consumes until ctx is cancelled or the reader fails for good. On
-// cancellation it finishes the batch in progress, hands its offsets to
-// the group and closes the reader (which commits them); it then returns
-// nil.
+// Run consumes until ctx is cancelled or applying fails for good. It
+// joins the projection's members, applies the partitions leased to it
+// and hands partitions over as members come and go (DESIGN.md,
+// "Partition leases"). On cancellation it finishes the batch in
+// progress, releases its leases (the other members take them over at
+// their next LeaseCheck) and returns nil.
 func (r *Runner) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return errors.New("projection: runner is already running")
@@ -231,16 +273,68 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer stopGaps()
 	go r.refreshGaps(gctx)
 
-	reader := kafka.NewReader(r.readerConfig(r.cfg.GroupID, r.p.Topics()))
-	err = r.consume(ctx, reader, 0, true, r.processItems)
-	if cerr := reader.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("projection %s: close reader: %w", r.tracking, cerr)
-	}
+	msgs := make(chan item, r.cfg.BatchSize)
+	o := &owner{r: r, out: msgs, held: map[partitionKey]*lease{}}
+	mctx, stopManage := context.WithCancel(ctx)
+	managed := make(chan struct{})
+	go func() {
+		defer close(managed)
+		o.manage(mctx)
+	}()
+	err = r.applyLoop(ctx, msgs)
+	stopManage()
+	<-managed
+	o.handOver(ctx)
+	r.mu.Lock()
+	r.leasesChecked, r.owned = false, 0
+	clear(r.partitions)
+	r.mu.Unlock()
 	r.closeDLQ()
 	if err != nil && ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// applyLoop applies what the partition readers deliver, one batch at a
+// time, until ctx ends or applying fails for good. Messages of a lease
+// that was lost or handed over are skipped.
+func (r *Runner) applyLoop(ctx context.Context, msgs chan item) error {
+	batch := make([]item, 0, r.cfg.BatchSize)
+	for {
+		batch = batch[:0]
+		select {
+		case it := <-msgs:
+			batch = append(batch, it)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		batch = r.fill(batch, msgs)
+		n := len(batch)
+		batch = slices.DeleteFunc(batch, item.dropped)
+		if skipped := n - len(batch); skipped > 0 {
+			r.mu.Lock()
+			r.pending -= skipped
+			r.mu.Unlock()
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		r.applying <- struct{}{}
+		err := r.runBatch(ctx, nil, batch, r.processItems)
+		<-r.applying
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// dialer is the Dialer of the runner's Kafka connections.
+func (r *Runner) dialer() *kafka.Dialer {
+	if r.cfg.Dialer != nil {
+		return r.cfg.Dialer
+	}
+	return kafka.DefaultDialer
 }
 
 // refreshGaps re-reads, every IdleAfter while this runner knows of open
@@ -458,8 +552,8 @@ func (r *Runner) fill(batch []item, msgs <-chan item) []item {
 }
 
 // runBatch applies a batch with a context that survives the cancellation
-// of ctx for up to ShutdownTimeout, then hands the offsets of what was
-// done to the group.
+// of ctx for up to ShutdownTimeout, then, with a group reader (Redrive),
+// hands the offsets of what was done to the group.
 func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []item, process processFunc) error {
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
@@ -470,6 +564,9 @@ func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []ite
 	r.mu.Lock()
 	r.pending -= len(batch)
 	for _, it := range batch[:done] {
+		if it.dropped() {
+			continue
+		}
 		m := &it.m
 		k := partitionKey{m.Topic, m.Partition}
 		pl := r.partitions[k]
@@ -481,7 +578,7 @@ func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []ite
 		pl.Lag = max(pl.HighWaterMark-pl.Offset, 0)
 	}
 	r.mu.Unlock()
-	if done > 0 {
+	if done > 0 && reader != nil {
 		if cerr := reader.CommitMessages(bctx, lastPerPartition(batch[:done])...); cerr != nil {
 			// Not fatal: the messages are applied; a redelivery is skipped.
 			r.hooks.Failed("commit", cerr)

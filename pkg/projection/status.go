@@ -64,11 +64,14 @@ func (r *Runner) Status() Status {
 	return s
 }
 
-// Ready reports whether the runner is running, caught up and has no open
-// gap, and its reader is healthy (neither failing to fetch nor to join
-// its consumer group since it last succeeded). Caught up means nothing fetched is waiting and every partition it
-// has read is at its high watermark, or nothing arrived for IdleAfter
-// (the high watermark is only as fresh as the last fetch).
+// Ready reports whether the runner is running as a member of its
+// projection (it has read the partition leases), caught up and has no
+// open gap, and its readers are healthy (neither failing to fetch nor to
+// check leases since they last succeeded). Caught up means nothing
+// fetched is waiting and every partition it holds and has read is at its
+// high watermark, or nothing arrived for IdleAfter (the high watermark is
+// only as fresh as the last fetch). A member that holds no partition
+// (more replicas than partitions) is ready: it is the standby.
 func (r *Runner) Ready() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -76,7 +79,7 @@ func (r *Runner) Ready() bool {
 }
 
 func (r *Runner) readyLocked() bool {
-	if !r.running.Load() || r.started.IsZero() || len(r.openGaps) > 0 || !r.readerTrouble.IsZero() {
+	if !r.running.Load() || r.started.IsZero() || !r.leasesChecked || len(r.openGaps) > 0 || !r.readerTrouble.IsZero() {
 		return false
 	}
 	last := r.lastFetch
