@@ -65,7 +65,7 @@ type config struct {
 	HTTPAddr    string
 	// Leases: LeaseTTL, LeaseCheck, MemberName, ShutdownTimeout.
 	Leases projection.RunnerConfig
-	Logger      *slog.Logger
+	Logger *slog.Logger
 	// Listening, when set, receives the HTTP server's bound address.
 	Listening func(net.Addr)
 
