@@ -300,3 +300,14 @@ func (r *Runner) discoverPartitions(ctx context.Context) ([]partitionKey, error)
 	sortKeys(out)
 	return out, errors.Join(errs...)
 }
+
+// forgetMembers deletes the rows of members silent for 30 LeaseTTLs
+// (killed replicas leave theirs behind). A member that comes back after
+// that (a very long pause) writes its row again with its next heartbeat.
+func (r *Runner) forgetMembers(ctx context.Context) error {
+	return r.db.InTx(ctx, func(tx Tx) error {
+		_, err := tx.Exec(ctx, `DELETE FROM `+MembersTable+` WHERE projection = $1 AND seen_ms < `+nowMillis(tx.Dialect())+` - $2`,
+			r.tracking, 30*r.cfg.LeaseTTL.Milliseconds())
+		return err
+	})
+}

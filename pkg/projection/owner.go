@@ -105,6 +105,9 @@ func (o *owner) check(ctx context.Context) error {
 			}
 			o.parts = parts
 		}
+		if err := r.forgetMembers(ctx); err != nil {
+			r.log.Warn("forget dead members", "error", err)
+		}
 	}
 	rows, alive, err := r.readLeases(ctx)
 	if err != nil {
