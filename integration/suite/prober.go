@@ -148,7 +148,7 @@ func (p *Prober) pollLoop(ctx context.Context) {
 			return
 		case <-time.After(5 * time.Millisecond):
 		}
-		rows, err := p.pool.Query(ctx, `SELECT id::text, version FROM worlds WHERE id = ANY($1::uuid[])`, ids)
+		rows, err := p.pool.Query(ctx, `SELECT id::text, version FROM worlds WHERE id = ANY($1::text[])`, ids)
 		if err != nil {
 			continue
 		}

@@ -38,13 +38,13 @@ func (o *owner) manage(ctx context.Context) {
 	for {
 		if o.lost == nil {
 			if err := o.join(ctx); err != nil && ctx.Err() == nil {
-				r.setReaderTrouble(true)
+				r.setLeaseFailing(true)
 				r.hooks.Failed("lease", err)
 				r.log.Warn("joining as a member failed; retrying", "error", err)
 			}
 		}
 		if err := o.check(ctx); err != nil && ctx.Err() == nil {
-			r.setReaderTrouble(true)
+			r.setLeaseFailing(true)
 			r.hooks.Failed("lease", err)
 			r.log.Warn("lease check failed; retrying", "error", err)
 		}
@@ -191,7 +191,7 @@ func (o *owner) check(ctx context.Context) error {
 		o.start(ctx, a.k, a.gen, from)
 	}
 	r.mu.Lock()
-	r.leasesChecked = true
+	r.leasesChecked, r.leaseFailing = true, false
 	r.owned = len(o.held)
 	r.mu.Unlock()
 	return nil
@@ -402,4 +402,11 @@ func (r *Runner) verifyLeases(ctx context.Context, items []item) error {
 		}
 	}
 	return nil
+}
+
+// setLeaseFailing records whether the lease checks fail (see Ready).
+func (r *Runner) setLeaseFailing(failing bool) {
+	r.mu.Lock()
+	r.leaseFailing = failing
+	r.mu.Unlock()
 }

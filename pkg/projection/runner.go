@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -25,9 +24,8 @@ type RunnerConfig struct {
 	Brokers []string
 	// GroupID is the consumer group whose committed offsets a partition
 	// starts from the first time it is leased (upgrading from the
-	// consumer-group runner), and the prefix of Redrive's group. The
-	// runner itself joins no group. Default the projection's name plus
-	// TableSuffix.
+	// consumer-group runner). The runner joins no group. Default the
+	// projection's name plus TableSuffix.
 	GroupID string
 	// Dialer opens the reader's connections (TLS, SASL, client id).
 	// Default kafka-go's default dialer.
@@ -53,10 +51,6 @@ type RunnerConfig struct {
 	// DeadLetterTopic receives poison messages. Default the projection's
 	// name plus ".dlq".
 	DeadLetterTopic string
-	// CommitInterval is how often Redrive commits its consumed offsets
-	// to its group (Run stores offsets in the read model's database, in
-	// the applying transaction). Default 1s; it must not be negative.
-	CommitInterval time.Duration
 	// TableSuffix is appended to every table name of the projection and
 	// to its tracking key, so a rebuild can fill fresh shadow tables
 	// (for example "_v2") next to the live ones. Default none.
@@ -74,11 +68,6 @@ type RunnerConfig struct {
 	// ShutdownTimeout bounds how long the batch in progress may take to
 	// finish after Run's context is cancelled. Default 10s.
 	ShutdownTimeout time.Duration
-	// SessionTimeout and RebalanceTimeout are those of Redrive's
-	// consumer group. Default 10s each.
-	SessionTimeout   time.Duration
-	RebalanceTimeout time.Duration
-
 	// Partition ownership (DESIGN.md, "Partition leases"). The runners of
 	// a projection share its partitions through lease rows in the read
 	// model's database; no consumer group is involved.
@@ -126,9 +115,11 @@ type Runner struct {
 	started   time.Time
 	lastFetch time.Time
 	pending   int // fetched, not yet applied
-	// readerTrouble is when the reader last failed to fetch or to join
-	// its group, zero once it fetched or joined again: not ready then.
+	// readerTrouble is when a partition reader last failed to fetch,
+	// zero once one fetched again; leaseFailing is set while the lease
+	// checks fail: not ready then.
 	readerTrouble time.Time
+	leaseFailing  bool
 	partitions    map[partitionKey]*PartitionLag
 	lastEvent     time.Time
 	openGaps      map[string]uint64 // aggregate id -> seen version
@@ -176,19 +167,16 @@ func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: %w", name, err)
 	}
-	if cfg.CommitInterval < 0 || cfg.BatchSize < 0 || cfg.MaxAttempts < 0 || cfg.BatchWait < 0 {
-		return nil, fmt.Errorf("projection %s: negative CommitInterval, BatchSize, BatchWait or MaxAttempts", name)
+	if cfg.BatchSize < 0 || cfg.MaxAttempts < 0 || cfg.BatchWait < 0 {
+		return nil, fmt.Errorf("projection %s: negative BatchSize, BatchWait or MaxAttempts", name)
 	}
 	setDefault(&cfg.GroupID, name+cfg.TableSuffix)
 	setDefault(&cfg.DeadLetterTopic, name+".dlq")
 	setDefault(&cfg.BatchSize, 500)
 	setDefault(&cfg.MaxAttempts, 5)
 	setDefault(&cfg.RetryBackoff, 50*time.Millisecond)
-	setDefault(&cfg.CommitInterval, time.Second)
 	setDefault(&cfg.IdleAfter, time.Second)
 	setDefault(&cfg.ShutdownTimeout, 10*time.Second)
-	setDefault(&cfg.SessionTimeout, 10*time.Second)
-	setDefault(&cfg.RebalanceTimeout, 10*time.Second)
 	setDefault(&cfg.LeaseTTL, 2*time.Second)
 	setDefault(&cfg.LeaseCheck, 100*time.Millisecond)
 	setDefault(&cfg.HeartbeatInterval, cfg.LeaseTTL/4)
@@ -321,7 +309,7 @@ func (r *Runner) applyLoop(ctx context.Context, msgs chan item) error {
 			continue
 		}
 		r.applying <- struct{}{}
-		err := r.runBatch(ctx, nil, batch, r.processItems)
+		err := r.runBatch(ctx, batch, r.processItems)
 		<-r.applying
 		if err != nil {
 			return err
@@ -381,39 +369,6 @@ func (r *Runner) refreshGaps(ctx context.Context) {
 	}
 }
 
-func (r *Runner) readerConfig(group string, topics []string) kafka.ReaderConfig {
-	return kafka.ReaderConfig{
-		Brokers:           r.cfg.Brokers,
-		GroupID:           group,
-		GroupTopics:       topics,
-		Dialer:            r.cfg.Dialer,
-		StartOffset:       kafka.FirstOffset,
-		MinBytes:          1,
-		MaxBytes:          16 << 20,
-		MaxWait:           250 * time.Millisecond,
-		QueueCapacity:     max(r.cfg.BatchSize, 100),
-		CommitInterval:    r.cfg.CommitInterval,
-		SessionTimeout:    r.cfg.SessionTimeout,
-		RebalanceTimeout:  r.cfg.RebalanceTimeout,
-		HeartbeatInterval: r.cfg.HeartbeatInterval,
-		JoinGroupBackoff:  time.Second,
-		// The reader heals itself (it rejoins, reconnects, retries); the
-		// loggers only tell Ready whether it is healthy meanwhile.
-		Logger: kafka.LoggerFunc(func(msg string, _ ...any) {
-			if strings.HasPrefix(msg, "Joined group") {
-				r.setReaderTrouble(false)
-			}
-		}),
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			if strings.HasPrefix(msg, "Failed to join group") || strings.HasPrefix(msg, "Failed to sync group") ||
-				strings.HasPrefix(msg, "Unable to establish connection to consumer group coordinator") {
-				r.setReaderTrouble(true)
-			}
-			r.log.Warn("kafka reader", "error", fmt.Sprintf(msg, args...))
-		}),
-	}
-}
-
 // setReaderTrouble records whether the reader is failing (see Ready).
 func (r *Runner) setReaderTrouble(failing bool) {
 	r.mu.Lock()
@@ -426,92 +381,8 @@ func (r *Runner) setReaderTrouble(failing bool) {
 }
 
 // processFunc applies a batch and returns how many of its items (a
-// prefix) are done and may be committed.
+// prefix) are done.
 type processFunc func(runCtx, ctx context.Context, items []item) (int, error)
-
-// consume fetches on its own goroutine, so the next messages are read
-// (and, with decode, decoded) while a batch is applied, and applies
-// batches in fetch order on the calling goroutine. Decoding there keeps
-// the JSON work off the apply path: it overlaps the batch's database
-// round trips instead of adding to them. idle > 0 makes it return nil
-// after that long with nothing to read (Redrive).
-func (r *Runner) consume(ctx context.Context, reader *kafka.Reader, idle time.Duration, decode bool, process processFunc) error {
-	fctx, stopFetch := context.WithCancel(ctx)
-	defer stopFetch()
-	msgs := make(chan item, r.cfg.BatchSize)
-	fetchErr := make(chan error, 1)
-	go func() {
-		defer close(msgs)
-		backoff := r.cfg.RetryBackoff
-		for {
-			m, err := reader.FetchMessage(fctx)
-			if err != nil {
-				if fctx.Err() != nil {
-					return
-				}
-				if errors.Is(err, io.EOF) {
-					fetchErr <- err // the reader was closed under us
-					return
-				}
-				// kafka-go's group reader reports a failed generation
-				// or partition read and then heals (rejoins, reconnects):
-				// keep fetching, not ready meanwhile.
-				r.setReaderTrouble(true)
-				r.hooks.Failed("fetch", err)
-				r.log.Warn("fetch failed; retrying", "projection", r.tracking, "error", err, "backoff", backoff)
-				select {
-				case <-time.After(backoff):
-				case <-fctx.Done():
-					return
-				}
-				backoff = min(2*backoff, 5*time.Second)
-				continue
-			}
-			backoff = r.cfg.RetryBackoff
-			r.mu.Lock()
-			r.readerTrouble = time.Time{}
-			r.lastFetch = time.Now()
-			r.pending++
-			r.mu.Unlock()
-			it := item{m: m}
-			if decode {
-				it.e, it.bad = decodeMessage(m, r.cfg.Mapper)
-			}
-			select {
-			case msgs <- it:
-			case <-fctx.Done():
-				return
-			}
-		}
-	}()
-
-	var idleC <-chan time.Time
-	batch := make([]item, 0, r.cfg.BatchSize)
-	for {
-		if idle > 0 {
-			idleC = time.After(idle)
-		}
-		batch = batch[:0]
-		select {
-		case it, ok := <-msgs:
-			if !ok {
-				return ctx.Err()
-			}
-			batch = append(batch, it)
-		case err := <-fetchErr:
-			r.hooks.Failed("fetch", err)
-			return fmt.Errorf("projection %s: fetch: %w", r.tracking, err)
-		case <-idleC:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		batch = r.fill(batch, msgs)
-		if err := r.runBatch(ctx, reader, batch, process); err != nil {
-			return err
-		}
-	}
-}
 
 // fill adds what is available to batch, waiting at most BatchWait (when
 // set) for more when the channel runs dry.
@@ -552,9 +423,9 @@ func (r *Runner) fill(batch []item, msgs <-chan item) []item {
 }
 
 // runBatch applies a batch with a context that survives the cancellation
-// of ctx for up to ShutdownTimeout, then, with a group reader (Redrive),
-// hands the offsets of what was done to the group.
-func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []item, process processFunc) error {
+// of ctx for up to ShutdownTimeout, and records the partitions' progress
+// for Status.
+func (r *Runner) runBatch(ctx context.Context, batch []item, process processFunc) error {
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(r.cfg.ShutdownTimeout, cancel) })
@@ -578,26 +449,7 @@ func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []ite
 		pl.Lag = max(pl.HighWaterMark-pl.Offset, 0)
 	}
 	r.mu.Unlock()
-	if done > 0 && reader != nil {
-		if cerr := reader.CommitMessages(bctx, lastPerPartition(batch[:done])...); cerr != nil {
-			// Not fatal: the messages are applied; a redelivery is skipped.
-			r.hooks.Failed("commit", cerr)
-			r.log.Warn("commit offsets", "error", cerr)
-		}
-	}
 	return err
-}
-
-func lastPerPartition(items []item) []kafka.Message {
-	last := map[partitionKey]int{}
-	for i, it := range items {
-		last[partitionKey{it.m.Topic, it.m.Partition}] = i
-	}
-	out := make([]kafka.Message, 0, len(last))
-	for _, i := range last {
-		out = append(out, items[i].m)
-	}
-	return out
 }
 
 // sleep waits d or until ctx is done, reporting whether it slept fully.

@@ -79,7 +79,7 @@ func (r *Runner) Ready() bool {
 }
 
 func (r *Runner) readyLocked() bool {
-	if !r.running.Load() || r.started.IsZero() || !r.leasesChecked || len(r.openGaps) > 0 || !r.readerTrouble.IsZero() {
+	if !r.running.Load() || r.started.IsZero() || !r.leasesChecked || r.leaseFailing || len(r.openGaps) > 0 || !r.readerTrouble.IsZero() {
 		return false
 	}
 	last := r.lastFetch
