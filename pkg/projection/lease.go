@@ -198,32 +198,65 @@ ON CONFLICT (projection, topic, kafka_partition) DO NOTHING`, r.tracking, k.topi
 	return nil
 }
 
-// acquire takes a partition whose lease is free or held by a dead
-// member, if its row is still at the generation observed: compare and
-// swap, so of two runners racing for it one wins. It returns the new
-// generation and the stored next offset, and false when another runner
-// got there first. On PostgreSQL the update waits at most 1s for the
-// row: a paused owner's commit in flight holds it.
-func (r *Runner) acquire(ctx context.Context, member int64, row leaseRow) (gen, next int64, ok bool, err error) {
-	err = r.db.InTx(ctx, func(tx Tx) error {
+// acquire takes partitions whose leases are free or held by dead
+// members, each only if its row is still at the generation observed:
+// compare and swap, so of two runners racing for one, one wins. It
+// returns the rows won, with their new generation and stored next
+// offset, all in one transaction (on PostgreSQL one statement: a
+// failover takes every partition of the dead member at once). On
+// PostgreSQL the update waits at most 1s for a row: a paused owner's
+// commit in flight holds it.
+func (r *Runner) acquire(ctx context.Context, member int64, rows []leaseRow) ([]leaseRow, error) {
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	var got []leaseRow
+	err := r.db.InTx(ctx, func(tx Tx) error {
+		got = got[:0]
 		if tx.Dialect() == Postgres {
 			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '1s'`); err != nil {
 				return err
 			}
+			topics, parts, gens := make([]string, len(rows)), make([]int32, len(rows)), make([]int64, len(rows))
+			for i, l := range rows {
+				topics[i], parts[i], gens[i] = l.key.topic, int32(l.key.partition), l.generation
+			}
+			res, err := tx.Query(ctx, `UPDATE `+LeasesTable+` l SET owner = $1, generation = l.generation + 1
+FROM unnest($3::text[], $4::int[], $5::bigint[]) AS v(topic, part, gen)
+WHERE l.projection = $2 AND l.topic = v.topic AND l.kafka_partition = v.part AND l.generation = v.gen
+RETURNING l.topic, l.kafka_partition, l.generation, l.next_offset`, member, r.tracking, topics, parts, gens)
+			if err != nil {
+				return err
+			}
+			defer res.Close()
+			for res.Next() {
+				l := leaseRow{owner: member}
+				if err := res.Scan(&l.key.topic, &l.key.partition, &l.generation, &l.nextOffset); err != nil {
+					return err
+				}
+				got = append(got, l)
+			}
+			return res.Err()
 		}
-		err := tx.QueryRow(ctx, `UPDATE `+LeasesTable+` SET owner = $1, generation = generation + 1
+		for _, row := range rows {
+			l := leaseRow{key: row.key, owner: member}
+			err := tx.QueryRow(ctx, `UPDATE `+LeasesTable+` SET owner = $1, generation = generation + 1
 WHERE projection = $2 AND topic = $3 AND kafka_partition = $4 AND generation = $5
-RETURNING generation, next_offset`, member, r.tracking, row.key.topic, row.key.partition, row.generation).Scan(&gen, &next)
-		if isNoRows(err) {
-			return nil
+RETURNING generation, next_offset`, member, r.tracking, row.key.topic, row.key.partition, row.generation).Scan(&l.generation, &l.nextOffset)
+			if isNoRows(err) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			got = append(got, l)
 		}
-		ok = err == nil
-		return err
+		return nil
 	})
 	if err != nil {
-		return 0, 0, false, fmt.Errorf("projection %s: acquire %s/%d: %w", r.tracking, row.key.topic, row.key.partition, err)
+		return nil, fmt.Errorf("projection %s: acquire partitions: %w", r.tracking, err)
 	}
-	return gen, next, ok, nil
+	return got, nil
 }
 
 // releaseLeases frees the listed leases (owner NULL, generation kept) if

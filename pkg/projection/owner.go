@@ -19,7 +19,9 @@ type owner struct {
 	unlock func()
 	out    chan<- item
 	held   map[partitionKey]*lease
-	parts  []partitionKey // known partitions of the topics
+	// stopping are dropped leases whose readers may still be closing.
+	stopping []*lease
+	parts    []partitionKey // known partitions of the topics
 	// nextDiscover is when to look for (new) partitions again.
 	nextDiscover  time.Time
 	lastHeartbeat time.Time
@@ -35,6 +37,9 @@ func (o *owner) manage(ctx context.Context) {
 	r := o.r
 	t := time.NewTicker(r.cfg.LeaseCheck)
 	defer t.Stop()
+	if err := o.discover(ctx); err != nil && ctx.Err() == nil {
+		r.log.Warn("partition discovery", "error", err)
+	}
 	for {
 		if o.lost == nil {
 			if err := o.join(ctx); err != nil && ctx.Err() == nil {
@@ -61,11 +66,38 @@ func (o *owner) manage(ctx context.Context) {
 			for _, l := range o.held {
 				o.drop(l)
 			}
+			o.reap()
 			o.unlock()
 			o.lost = nil
 		case <-t.C:
 		}
 	}
+}
+
+// discover lists the topics' partitions and creates their lease rows,
+// and forgets long-dead members. Run before the first join too, so that
+// a new member is ready to take its share the moment the others see it
+// (they hand partitions over as soon as its row appears).
+func (o *owner) discover(ctx context.Context) error {
+	r := o.r
+	parts, err := r.discoverPartitions(ctx)
+	o.nextDiscover = time.Now().Add(r.cfg.DiscoverInterval)
+	if len(parts) < len(r.p.Topics()) || err != nil {
+		o.nextDiscover = time.Now().Add(min(r.cfg.DiscoverInterval, 2*time.Second))
+	}
+	if err != nil {
+		r.log.Warn("partition discovery", "error", err)
+	}
+	if len(parts) > 0 {
+		if err := r.ensureLeaseRows(ctx, parts); err != nil {
+			return err
+		}
+		o.parts = parts
+	}
+	if err := r.forgetMembers(ctx); err != nil {
+		r.log.Warn("forget dead members", "error", err)
+	}
+	return nil
 }
 
 // join registers as a new member.
@@ -91,24 +123,11 @@ func (o *owner) check(ctx context.Context) error {
 		o.lastHeartbeat = time.Now()
 	}
 	if time.Now().After(o.nextDiscover) {
-		parts, err := r.discoverPartitions(ctx)
-		o.nextDiscover = time.Now().Add(r.cfg.DiscoverInterval)
-		if len(parts) < len(r.p.Topics()) || err != nil {
-			o.nextDiscover = time.Now().Add(min(r.cfg.DiscoverInterval, 2*time.Second))
-		}
-		if err != nil {
-			r.log.Warn("partition discovery", "error", err)
-		}
-		if len(parts) > 0 {
-			if err := r.ensureLeaseRows(ctx, parts); err != nil {
-				return err
-			}
-			o.parts = parts
-		}
-		if err := r.forgetMembers(ctx); err != nil {
-			r.log.Warn("forget dead members", "error", err)
+		if err := o.discover(ctx); err != nil {
+			return err
 		}
 	}
+	defer o.reap()
 	rows, alive, err := r.readLeases(ctx)
 	if err != nil {
 		return err
@@ -146,7 +165,7 @@ func (o *owner) check(ctx context.Context) error {
 	}
 	if len(handOver) > 0 {
 		for _, l := range handOver {
-			o.drop(l)
+			o.drop(l) // the release does not wait for the readers to close
 		}
 		// The batch in flight may hold messages of these partitions: let it
 		// commit before the lease goes, so the next owner starts after it
@@ -159,36 +178,31 @@ func (o *owner) check(ctx context.Context) error {
 			r.log.Info("partition handed over", "topic", l.key.topic, "partition", l.key.partition, "generation", l.gen)
 		}
 	}
-	type acquired struct {
-		k         partitionKey
-		gen, next int64
-	}
-	var got []acquired
-	var fresh []partitionKey // no offset stored yet
+	var free []leaseRow
 	for _, k := range keys {
 		row := rows[k]
 		if want[k] != o.member || o.held[k] != nil || (row.owner != 0 && alive[row.owner] && row.owner != o.member) {
 			continue
 		}
-		gen, next, ok, err := r.acquire(ctx, o.member, row)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			continue // someone else took it; the next check sees who
-		}
-		got = append(got, acquired{k, gen, next})
-		if next < 0 {
-			fresh = append(fresh, k)
+		free = append(free, row)
+	}
+	got, err := r.acquire(ctx, o.member, free) // those someone else took meanwhile are left out
+	if err != nil {
+		return err
+	}
+	var fresh []partitionKey // no offset stored yet
+	for _, a := range got {
+		if a.nextOffset < 0 {
+			fresh = append(fresh, a.key)
 		}
 	}
 	initial := r.initialOffsets(ctx, fresh)
 	for _, a := range got {
-		from := a.next
+		from := a.nextOffset
 		if from < 0 {
-			from = initial[a.k]
+			from = initial[a.key]
 		}
-		o.start(ctx, a.k, a.gen, from)
+		o.start(ctx, a.key, a.generation, from)
 	}
 	r.mu.Lock()
 	r.leasesChecked, r.leaseFailing = true, false
@@ -211,12 +225,12 @@ func (o *owner) start(ctx context.Context, k partitionKey, gen, from int64) {
 	}()
 }
 
-// drop stops applying a partition: its reader stops and the messages it
-// fetched are skipped.
+// drop stops applying a partition: the messages its reader fetched are
+// skipped from now on, and the reader is told to stop; reap waits for it.
 func (o *owner) drop(l *lease) {
 	l.dropped.Store(true)
 	l.cancel()
-	<-l.done
+	o.stopping = append(o.stopping, l)
 	delete(o.held, l.key)
 	r := o.r
 	r.mu.Lock()
@@ -225,12 +239,19 @@ func (o *owner) drop(l *lease) {
 	r.mu.Unlock()
 }
 
+// reap waits for the readers of dropped leases to stop.
+func (o *owner) reap() {
+	for _, l := range o.stopping {
+		<-l.done
+	}
+	o.stopping = o.stopping[:0]
+}
+
+// stopAll tells every reader to stop; the leases stay held (handOver
+// releases them). It does not wait: handOver does, after the release.
 func (o *owner) stopAll() {
 	for _, l := range o.held {
 		l.cancel()
-	}
-	for _, l := range o.held {
-		<-l.done
 	}
 }
 
@@ -241,6 +262,7 @@ func (o *owner) stopAll() {
 func (o *owner) handOver(ctx context.Context) {
 	r := o.r
 	if o.lost == nil {
+		o.reap()
 		return
 	}
 	ls := make([]*lease, 0, len(o.held))
@@ -256,6 +278,10 @@ func (o *owner) handOver(ctx context.Context) {
 		r.log.Info("partitions handed over at shutdown", "partitions", len(ls), "member", o.member)
 	}
 	o.unlock()
+	for _, l := range ls {
+		<-l.done
+	}
+	o.reap()
 	o.held = map[partitionKey]*lease{}
 }
 
