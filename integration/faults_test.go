@@ -221,6 +221,23 @@ func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faults
 	// once; then rolling restarts (SIGTERM, start). The prober writes to
 	// one world per partition meanwhile and times, per fault, how long
 	// until the read model shows events written after it.
+	// ESFLOW_FAULTS_TRACE=file collects the projectors' lease log lines
+	// around the rolling restarts, for looking into a stall.
+	trace := func(string, string) {}
+	if path := os.Getenv("ESFLOW_FAULTS_TRACE"); path != "" {
+		trace = func(name, out string) {
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			for _, line := range strings.Split(out, "\n") {
+				if strings.Contains(line, "partition") || strings.Contains(line, "member") {
+					fmt.Fprintf(f, "%s %s\n", name, line)
+				}
+			}
+		}
+	}
 	prober.Start()
 	quiet := time.Now()
 	time.Sleep(2 * time.Second)
@@ -239,6 +256,7 @@ func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faults
 		p.ProbeFrom("projector kill -9 (to read model)", suite.InReadModel, at, acked)
 		if d, ok := prober.CurrentAfter(at, time.Minute); ok {
 			pt.failover = append(pt.failover, d)
+			t.Logf("projector kill -9 %d (%s): every partition current after %s", i, pr.Name(), d.Round(time.Millisecond))
 		} else {
 			pt.failoverMissing++
 		}
@@ -254,15 +272,24 @@ func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faults
 		if err := pr.Terminate(30 * time.Second); err != nil {
 			t.Errorf("%s on SIGTERM: %v", pr.Name(), err)
 		}
+		exited := time.Since(at)
+		trace(pr.Name()+" (stopped)", pr.Output())
 		if err := pr.Start(); err != nil {
 			t.Fatal(err)
 		}
 		counts["projector SIGTERM"]++
 		p.ProbeFrom("projector rolling restart (to read model)", suite.InReadModel, at, acked)
 		_ = pr.WaitHTTP(ctx, "/readyz", 30*time.Second)
+		ready := time.Since(at)
 		time.Sleep(time.Second) // the restarted replica takes its share back
-		if d, ok := prober.MaxLatency(at, time.Now(), time.Minute); ok {
+		end := time.Now()
+		if d, ok := prober.MaxLatency(at, end, time.Minute); ok {
 			pt.stall = append(pt.stall, d)
+			t.Logf("projector rolling restart %d (%s): exited +%s, restarted one ready +%s; max stall %s (%s)", i, pr.Name(),
+				exited.Round(time.Millisecond), ready.Round(time.Millisecond), d.Round(time.Millisecond), prober.Worst(at, end))
+			for _, q := range p.Projectors {
+				trace(q.Name(), q.Output())
+			}
 		} else {
 			pt.stallMissing++
 		}

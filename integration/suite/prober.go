@@ -272,3 +272,25 @@ func (p *Prober) Latencies(from, to time.Time) []time.Duration {
 
 // ReadPool is the pool the pipeline reads the read model with.
 func (p *Pipeline) ReadPool() *pgxpool.Pool { return p.readPool }
+
+// Worst describes the probe write sent in [from, to] that took longest to
+// become visible: its partition, when it was sent (from from) and how
+// long it took; for logs.
+func (p *Prober) Worst(from, to time.Time) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var worst *probeWrite
+	for _, w := range p.writes {
+		if w.at.Before(from) || w.at.After(to) || w.visible.IsZero() {
+			continue
+		}
+		if worst == nil || w.visible.Sub(w.at) > worst.visible.Sub(worst.at) {
+			worst = w
+		}
+	}
+	if worst == nil {
+		return "no visible probe write"
+	}
+	return fmt.Sprintf("partition %d, sent at +%dms, visible at +%dms", worst.part,
+		worst.at.Sub(from).Milliseconds(), worst.visible.Sub(from).Milliseconds())
+}
