@@ -21,7 +21,6 @@ type owner struct {
 	held   map[partitionKey]*lease
 	// stopping are dropped leases whose readers may still be closing.
 	stopping []*lease
-	parts    []partitionKey // known partitions of the topics
 	// nextDiscover is when to look for (new) partitions again.
 	nextDiscover  time.Time
 	lastHeartbeat time.Time
@@ -92,7 +91,6 @@ func (o *owner) discover(ctx context.Context) error {
 		if err := r.ensureLeaseRows(ctx, parts); err != nil {
 			return err
 		}
-		o.parts = parts
 	}
 	if err := r.forgetMembers(ctx); err != nil {
 		r.log.Warn("forget dead members", "error", err)

@@ -38,7 +38,10 @@ type Status struct {
 	// OpenGaps counts aggregates whose held-back events have not been
 	// applied yet (as far as this process knows; see UnresolvedGaps).
 	OpenGaps int
-	Ready    bool
+	// Leases counts the partitions this runner holds (see DESIGN.md,
+	// "Partition leases"); Partitions lists those it has applied from.
+	Leases int
+	Ready  bool
 }
 
 // Status returns the runner's progress.
@@ -48,7 +51,7 @@ func (r *Runner) Status() Status {
 	s := Status{
 		Running: r.running.Load(), LastFetch: r.lastFetch, Pending: r.pending,
 		Applied: r.counts.applied, Duplicates: r.counts.duplicates, Gaps: r.counts.gaps,
-		DeadLettered: r.counts.deadLettered, OpenGaps: len(r.openGaps),
+		DeadLettered: r.counts.deadLettered, OpenGaps: len(r.openGaps), Leases: r.owned,
 	}
 	if !r.lastEvent.IsZero() {
 		s.LastEventAge = time.Since(r.lastEvent)
