@@ -240,7 +240,7 @@ func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faults
 	}
 	prober.Start()
 	quiet := time.Now()
-	time.Sleep(2 * time.Second)
+	time.Sleep(5 * time.Second)
 	pt.baseline = append(pt.baseline, prober.Latencies(quiet, time.Now())...)
 	for i := range cfg.killCycles {
 		pr := p.Projectors[i%len(p.Projectors)]
@@ -446,8 +446,8 @@ func (pt *projectorTimes) lines() []string {
 		out = append(out, fmt.Sprintf("projector rolling restart: max stall %d ms over %d restarts", ms(s[len(s)-1]), len(s)))
 	}
 	if b := sorted(pt.baseline); len(b) > 0 {
-		out = append(out, fmt.Sprintf("probe write to read model without a projector fault: median %d ms, max %d ms over %d writes",
-			ms(b[len(b)/2]), ms(b[len(b)-1]), len(b)))
+		out = append(out, fmt.Sprintf("probe write to read model without a projector fault (5s before them): median %d ms, p99 %d ms, max %d ms over %d writes",
+			ms(b[len(b)/2]), ms(b[len(b)*99/100]), ms(b[len(b)-1]), len(b)))
 	}
 	if pt.failoverMissing+pt.stallMissing > 0 {
 		out = append(out, fmt.Sprintf("projector faults whose probe events were not visible within a minute: %d kills, %d restarts",
