@@ -256,7 +256,10 @@ func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faults
 		p.ProbeFrom("projector kill -9 (to read model)", suite.InReadModel, at, acked)
 		if d, ok := prober.CurrentAfter(at, time.Minute); ok {
 			pt.failover = append(pt.failover, d)
-			t.Logf("projector kill -9 %d (%s): every partition current after %s", i, pr.Name(), d.Round(time.Millisecond))
+			t.Logf("projector kill -9 %d (%s) at %s: every partition current after %s", i, pr.Name(), at.UTC().Format("15:04:05.000"), d.Round(time.Millisecond))
+			for _, q := range p.Projectors {
+				trace(q.Name(), q.Output())
+			}
 		} else {
 			pt.failoverMissing++
 		}
@@ -285,7 +288,7 @@ func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faults
 		end := time.Now()
 		if d, ok := prober.MaxLatency(at, end, time.Minute); ok {
 			pt.stall = append(pt.stall, d)
-			t.Logf("projector rolling restart %d (%s): exited +%s, restarted one ready +%s; max stall %s (%s)", i, pr.Name(),
+			t.Logf("projector rolling restart %d (%s) at %s: exited +%s, restarted one ready +%s; max stall %s (%s)", i, pr.Name(), at.UTC().Format("15:04:05.000"),
 				exited.Round(time.Millisecond), ready.Round(time.Millisecond), d.Round(time.Millisecond), prober.Worst(at, end))
 			for _, q := range p.Projectors {
 				trace(q.Name(), q.Output())
