@@ -331,7 +331,8 @@ func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 				r.log.Debug("kafka reader", "topic", l.key.topic, "partition", l.key.partition, "error", fmt.Sprintf(msg, args...))
 			}),
 		})
-		if err := rd.SetOffset(offset); err != nil {
+		if err := rd.SetOffset(offset); err != nil { // only a started or group reader refuses
+			r.log.Error("partition reader refused its offset", "topic", l.key.topic, "partition", l.key.partition, "error", err)
 			_ = rd.Close()
 			return
 		}

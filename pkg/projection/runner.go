@@ -275,6 +275,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	o.handOver(ctx)
 	r.mu.Lock()
 	r.leasesChecked, r.owned = false, 0
+	r.pending = 0 // what the stopped readers fetched is nobody's now
 	clear(r.partitions)
 	r.mu.Unlock()
 	r.closeDLQ()
