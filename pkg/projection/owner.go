@@ -321,6 +321,7 @@ func (r *Runner) initialOffsets(ctx context.Context, keys []partitionKey) map[pa
 func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 	offset := l.start
 	backoff := r.cfg.RetryBackoff
+	began, first := time.Now(), true
 	for ctx.Err() == nil {
 		rd := kafka.NewReader(kafka.ReaderConfig{
 			Brokers: r.cfg.Brokers, Topic: l.key.topic, Partition: l.key.partition, Dialer: r.cfg.Dialer,
@@ -357,6 +358,13 @@ func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 			}
 			backoff = r.cfg.RetryBackoff
 			offset = m.Offset + 1
+			if first {
+				first = false
+				// How long a takeover waits for the broker: the reader's
+				// connect, seek and first fetch.
+				r.log.Info("partition reading", "topic", l.key.topic, "partition", l.key.partition,
+					"offset", m.Offset, "first_message_after", time.Since(began).Round(time.Millisecond).String())
+			}
 			r.mu.Lock()
 			r.readerTrouble = time.Time{}
 			r.lastFetch = time.Now()
