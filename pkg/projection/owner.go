@@ -165,10 +165,12 @@ func (o *owner) check(ctx context.Context) error {
 		for _, l := range handOver {
 			o.drop(l) // the release does not wait for the readers to close
 		}
-		// The batch in flight may hold messages of these partitions: let it
-		// commit before the lease goes, so the next owner starts after it
-		// instead of having it rolled back (ErrLeaseLost) and redone.
-		r.waitApplyIdle(ctx, time.Second)
+		// Nor for the batch in flight, which may hold messages of these
+		// partitions: the release keeps the generation, so that batch still
+		// commits if it gets to the lease row before the next owner's
+		// acquisition (which then resumes after it), and is refused
+		// (ErrLeaseLost, retried without them) if it gets there after.
+		// Waiting for it would leave the partitions unapplied meanwhile.
 		if err := r.releaseLeases(ctx, o.member, handOver, false); err != nil {
 			return err
 		}
@@ -402,18 +404,6 @@ func fenceFor(items []item) []offsetRow {
 		out = append(out, offsetRow{key: it.lease.key, gen: it.lease.gen, next: it.m.Offset + 1})
 	}
 	return out
-}
-
-// waitApplyIdle waits until no batch is being applied, at most d.
-func (r *Runner) waitApplyIdle(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case r.applying <- struct{}{}:
-		<-r.applying
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 // verifyLeases re-reads the leases after a transaction was fenced

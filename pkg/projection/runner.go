@@ -129,9 +129,6 @@ type Runner struct {
 	// member; owned counts the partitions it holds.
 	leasesChecked bool
 	owned         int
-
-	// applying holds a token while a batch is applied (waitApplyIdle).
-	applying chan struct{}
 }
 
 type counts struct{ applied, duplicates, gaps, deadLettered uint64 }
@@ -210,7 +207,6 @@ func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner
 		partitions: map[partitionKey]*PartitionLag{},
 		openGaps:   map[string]uint64{},
 		notify:     make(chan struct{}),
-		applying:   make(chan struct{}, 1),
 	}
 	r.batch, _ = p.(BatchHandler)
 	return r, nil
@@ -309,10 +305,7 @@ func (r *Runner) applyLoop(ctx context.Context, msgs chan item) error {
 		if len(batch) == 0 {
 			continue
 		}
-		r.applying <- struct{}{}
-		err := r.runBatch(ctx, batch, r.processItems)
-		<-r.applying
-		if err != nil {
+		if err := r.runBatch(ctx, batch, r.processItems); err != nil {
 			return err
 		}
 	}
