@@ -88,7 +88,7 @@ type config struct {
 
 func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	groupPrefix := flag.String("group-prefix", "", "prefix of the projections' consumer group ids")
+	groupPrefix := flag.String("group-prefix", "", "prefix of the consumer group ids whose committed offsets a partition starts from when first leased (upgrades from the consumer-group projector)")
 	httpAddr := flag.String("http-addr", ":9103", "address of the HTTP server")
 	redrive := flag.String("redrive", "", "re-drive the dead letters of this projection, print the result and exit")
 	fromBeginning := flag.Bool("redrive-from-beginning", false, "with -redrive: read the whole dead-letter topic")
