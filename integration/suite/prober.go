@@ -18,9 +18,11 @@ import (
 // partition, writes an event to each of them every interval (and at once
 // on Kick), and polls the worlds read model every 5 ms for their
 // versions. Each write is timed from the moment it was sent until the
-// read model shows it.
+// read model shows it, and from when the checker saw it on Kafka, which
+// separates the projectors' share from the writer's and relay's.
 type Prober struct {
 	pool     *pgxpool.Pool
+	checker  *TopicChecker
 	writer   Writer
 	ids      []uuid.UUID // per partition
 	interval time.Duration
@@ -37,6 +39,7 @@ type probeWrite struct {
 	part    int
 	version uint64
 	at      time.Time // the request was sent
+	kafka   time.Time // zero until the checker has seen it on the topic
 	visible time.Time // zero until the read model has it
 }
 
@@ -52,8 +55,9 @@ func WorldPartition(id uuid.UUID) int {
 }
 
 // NewProber creates one probe world per partition through w; call Start.
-func NewProber(ctx context.Context, w Writer, pool *pgxpool.Pool, interval time.Duration) (*Prober, error) {
-	p := &Prober{pool: pool, writer: w, ids: make([]uuid.UUID, Partitions), interval: interval}
+// checker tells when a probe event reached Kafka.
+func NewProber(ctx context.Context, w Writer, pool *pgxpool.Pool, checker *TopicChecker, interval time.Duration) (*Prober, error) {
+	p := &Prober{pool: pool, checker: checker, writer: w, ids: make([]uuid.UUID, Partitions), interval: interval}
 	for missing := Partitions; missing > 0; {
 		id := uuid.New()
 		part := WorldPartition(id)
@@ -162,10 +166,20 @@ func (p *Prober) pollLoop(ctx context.Context) {
 		}
 		rows.Close()
 		now := time.Now()
+		onKafka := make([]uint64, len(p.ids))
+		for i, id := range p.ids {
+			onKafka[i] = p.checker.Prefix(id)
+		}
 		p.mu.Lock()
 		for _, w := range p.writes {
+			if w.kafka.IsZero() && onKafka[w.part] >= w.version {
+				w.kafka = now
+			}
 			if w.visible.IsZero() && have[w.part] >= w.version {
 				w.visible = now
+				if w.kafka.IsZero() || w.kafka.After(now) {
+					w.kafka = now // the checker is behind (a broker restart)
+				}
 			}
 		}
 		p.mu.Unlock()
@@ -201,7 +215,11 @@ func (p *Prober) settle(until time.Time, timeout time.Duration) bool {
 // probe write sent at or after t0, the worst of them. It waits (at most
 // timeout) until such a write of every partition is visible; ok is false
 // if one is not by then.
-func (p *Prober) CurrentAfter(t0 time.Time, timeout time.Duration) (time.Duration, bool) {
+//
+// fromKafka is the same from the projectors' point of view: per
+// partition, from the later of t0 and that write's arrival on Kafka until
+// it was visible, the worst of them.
+func (p *Prober) CurrentAfter(t0 time.Time, timeout time.Duration) (worst, fromKafka time.Duration, ok bool) {
 	deadline := time.Now().Add(timeout)
 	for {
 		p.mu.Lock()
@@ -211,7 +229,7 @@ func (p *Prober) CurrentAfter(t0 time.Time, timeout time.Duration) (time.Duratio
 				first[w.part] = w
 			}
 		}
-		var worst time.Duration
+		worst, fromKafka = 0, 0
 		done := true
 		for _, w := range first {
 			if w == nil || w.visible.IsZero() {
@@ -219,13 +237,14 @@ func (p *Prober) CurrentAfter(t0 time.Time, timeout time.Duration) (time.Duratio
 				break
 			}
 			worst = max(worst, w.visible.Sub(t0))
+			fromKafka = max(fromKafka, w.visible.Sub(latest(t0, w.kafka)))
 		}
 		p.mu.Unlock()
 		if done {
-			return worst, true
+			return worst, fromKafka, true
 		}
 		if time.Now().After(deadline) {
-			return 0, false
+			return 0, 0, false
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -236,11 +255,13 @@ func (p *Prober) CurrentAfter(t0 time.Time, timeout time.Duration) (time.Duratio
 // had in that window, plus the pipeline's own latency. It waits (at most
 // timeout) for the window's writes to be visible; ok is false if one is
 // not by then.
-func (p *Prober) MaxLatency(from, to time.Time, timeout time.Duration) (time.Duration, bool) {
-	ok := p.settle(to, timeout)
+//
+// fromKafka is the longest such a write took from its arrival on Kafka:
+// the projectors' share.
+func (p *Prober) MaxLatency(from, to time.Time, timeout time.Duration) (worst, fromKafka time.Duration, ok bool) {
+	ok = p.settle(to, timeout)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var worst time.Duration
 	now := time.Now()
 	for _, w := range p.writes {
 		if w.at.Before(from) || w.at.After(to) {
@@ -251,23 +272,36 @@ func (p *Prober) MaxLatency(from, to time.Time, timeout time.Duration) (time.Dur
 			vis = now
 		}
 		worst = max(worst, vis.Sub(w.at))
+		if !w.kafka.IsZero() {
+			fromKafka = max(fromKafka, vis.Sub(w.kafka))
+		}
 	}
-	return worst, ok
+	return worst, fromKafka, ok
+}
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // Latencies returns the write-to-visible times of the probe writes sent
 // in [from, to] that are visible, sorted.
-func (p *Prober) Latencies(from, to time.Time) []time.Duration {
+//
+// fromKafka are the same writes' times from their arrival on Kafka.
+func (p *Prober) Latencies(from, to time.Time) (all, fromKafka []time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var out []time.Duration
 	for _, w := range p.writes {
 		if !w.at.Before(from) && !w.at.After(to) && !w.visible.IsZero() {
-			out = append(out, w.visible.Sub(w.at))
+			all = append(all, w.visible.Sub(w.at))
+			fromKafka = append(fromKafka, w.visible.Sub(w.kafka))
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
-	return out
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	sort.Slice(fromKafka, func(i, j int) bool { return fromKafka[i] < fromKafka[j] })
+	return all, fromKafka
 }
 
 // ReadPool is the pool the pipeline reads the read model with.
@@ -291,6 +325,6 @@ func (p *Prober) Worst(from, to time.Time) string {
 	if worst == nil {
 		return "no visible probe write"
 	}
-	return fmt.Sprintf("partition %d, sent at +%dms, visible at +%dms", worst.part,
-		worst.at.Sub(from).Milliseconds(), worst.visible.Sub(from).Milliseconds())
+	return fmt.Sprintf("partition %d, sent at +%dms, on Kafka at +%dms, visible at +%dms", worst.part,
+		worst.at.Sub(from).Milliseconds(), worst.kafka.Sub(from).Milliseconds(), worst.visible.Sub(from).Milliseconds())
 }
