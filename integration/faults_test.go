@@ -18,7 +18,7 @@ import (
 )
 
 // faultsConfig sizes a run of TestFaults. The defaults fit CI (about
-// three minutes on two cores); ESFLOW_SOAK=10m repeats the fault rounds
+// four minutes on two cores); ESFLOW_SOAK=10m repeats the fault rounds
 // for that long.
 type faultsConfig struct {
 	soak       time.Duration // 0: one round
