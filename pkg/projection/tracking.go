@@ -25,7 +25,8 @@ const (
 
 // errConcurrentApply means the tracking upsert found a row already at or
 // past the version this transaction applied: another consumer (a
-// rebalance overlap) applied it first. The batch is rolled back and
+// rebuild's swap, a second runner on the same partition) applied it
+// first. The batch is rolled back and
 // retried; the retry sees the new tracking and skips the duplicates.
 var errConcurrentApply = errors.New("projection: tracking changed concurrently")
 
