@@ -161,6 +161,20 @@ func (o *owner) check(ctx context.Context) error {
 			handOver = append(handOver, l)
 		}
 	}
+	// Rows naming this member that it does not hold (a release that
+	// failed, say) would keep their partitions from the member they are
+	// assigned to: release them too.
+	var orphans []*lease
+	for k, row := range rows {
+		if row.owner == o.member && o.held[k] == nil && want[k] != o.member {
+			orphans = append(orphans, &lease{key: k, gen: row.generation})
+		}
+	}
+	if len(orphans) > 0 {
+		if err := r.releaseLeases(ctx, o.member, orphans, false); err != nil {
+			return err
+		}
+	}
 	if len(handOver) > 0 {
 		for _, l := range handOver {
 			o.drop(l) // the release does not wait for the readers to close
