@@ -338,6 +338,7 @@ func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 	offset := l.start
 	backoff := r.cfg.RetryBackoff
 	began, first := time.Now(), true
+	failed := false // the previous reader failed: Ready is false until this one proves it works
 	for ctx.Err() == nil {
 		rd := kafka.NewReader(kafka.ReaderConfig{
 			Brokers: r.cfg.Brokers, Topic: l.key.topic, Partition: l.key.partition, Dialer: r.cfg.Dialer,
@@ -353,6 +354,17 @@ func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 			_ = rd.Close()
 			return
 		}
+		if failed {
+			// A fetch clears the trouble, but an idle partition may not
+			// fetch anything for long: reading its end offset shows that
+			// the broker answers again.
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if _, err := rd.ReadLag(lctx); err == nil {
+				r.setReaderTrouble(false)
+				failed = false
+			}
+			cancel()
+		}
 		for {
 			m, err := rd.FetchMessage(ctx)
 			if err != nil {
@@ -365,6 +377,7 @@ func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 					offset = kafka.FirstOffset
 				} else {
 					r.setReaderTrouble(true)
+					failed = true
 					r.hooks.Failed("fetch", err)
 					r.log.Warn("fetch failed; retrying", "topic", l.key.topic, "partition", l.key.partition, "error", err, "backoff", backoff)
 					sleep(ctx, backoff)
