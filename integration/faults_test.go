@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,11 +18,12 @@ import (
 )
 
 // faultsConfig sizes a run of TestFaults. The defaults fit CI (about
-// three minutes on two cores); ESFLOW_SOAK=10m repeats the fault rounds
+// four minutes on two cores); ESFLOW_SOAK=10m repeats the fault rounds
 // for that long.
 type faultsConfig struct {
 	soak       time.Duration // 0: one round
 	killCycles int           // kill -9 cycles of relay and of projector per round
+	restarts   int           // rolling restarts (SIGTERM, start) of a projector per round
 	rate       float64       // commands per second
 	workers    int
 	pause      time.Duration // SIGSTOP length
@@ -29,7 +31,7 @@ type faultsConfig struct {
 }
 
 func faultsConfigFromEnv(t *testing.T) faultsConfig {
-	c := faultsConfig{killCycles: 20, rate: 150, workers: 6, pause: 3 * time.Second, outage: 2 * time.Second}
+	c := faultsConfig{killCycles: 20, restarts: 10, rate: 150, workers: 6, pause: 3 * time.Second, outage: 2 * time.Second}
 	if s := os.Getenv("ESFLOW_SOAK"); s != "" {
 		d, err := time.ParseDuration(s)
 		if err != nil {
@@ -42,11 +44,14 @@ func faultsConfigFromEnv(t *testing.T) faultsConfig {
 
 // TestFaults is the end-to-end suite: writers under load, two relays,
 // two projectors, all real processes, and an independent checker, while
-// relays and projectors are killed with SIGKILL in a loop, processes are
-// paused with SIGSTOP, PostgreSQL restarts with a fast shutdown and the
-// broker stops and starts. At the end nothing may be lost, per-aggregate
-// order must hold on Kafka, and the read models must equal what the
-// event store implies (exactly-once effect).
+// relays and projectors are killed with SIGKILL in a loop, projectors are
+// restarted with SIGTERM (a rolling restart), processes are paused with
+// SIGSTOP, PostgreSQL restarts with a fast shutdown and the broker stops
+// and starts. At the end nothing may be lost, per-aggregate order must
+// hold on Kafka, and the read models must equal what the event store
+// implies (exactly-once effect). The projector faults are also timed
+// from the read model's point of view (suite.Prober) and reported, not
+// asserted.
 func TestFaults(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end fault suite: not in -short")
@@ -84,9 +89,14 @@ func TestFaults(t *testing.T) {
 		say("warm-up: first %d commands end to end in %s", p.Ledger.Ops.Load(), d.Round(time.Millisecond))
 	}
 
+	prober, err := suite.NewProber(ctx, p.Clients[0], p.ReadPool(), p.Checker, 100*time.Millisecond)
+	if err != nil {
+		t.Fatalf("probe worlds: %v", err)
+	}
+	var pt projectorTimes
 	counts := map[string]int{}
 	for round := 1; ; round++ {
-		faultRound(t, ctx, p, cfg, counts, say)
+		faultRound(t, ctx, p, cfg, counts, prober, &pt, say)
 		if cfg.soak == 0 || time.Since(began) > cfg.soak {
 			break
 		}
@@ -98,7 +108,7 @@ func TestFaults(t *testing.T) {
 	con := suite.RunContention(ctx, p.Clients, 20, 8)
 	ld.Stop()
 	say("load stopped; waiting for the pipeline to deliver everything")
-	verifyFaults(t, ctx, p, con, counts, say)
+	verifyFaults(t, ctx, p, con, counts, &pt, say)
 	say("runtime: %s", time.Since(began).Round(time.Millisecond))
 }
 
@@ -107,7 +117,7 @@ func TestFaults(t *testing.T) {
 // from the moment the fault ends until every write acknowledged by then
 // has reached Kafka (faults of the write side) or the read models.
 func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faultsConfig, counts map[string]int,
-	say func(string, ...any)) {
+	prober *suite.Prober, pt *projectorTimes, say func(string, ...any)) {
 	t.Helper()
 	// kill -9 of the relays in a loop, alternating (the active one or the
 	// standby), each restarted at once as an orchestrator would.
@@ -156,8 +166,10 @@ func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faults
 		p.Recovery.Wait(5 * time.Minute)
 	}
 
-	// SIGSTOP of a projector: its group moves on without it, and it wakes
-	// up believing it still owns its partitions.
+	// SIGSTOP of a projector: once its heartbeat is older than the lease
+	// TTL the other takes its partitions, and it wakes up believing it
+	// still owns them (its transactions are fenced by the lease
+	// generation).
 	if err := suite.Pause(p.Projectors[0], cfg.pause); err != nil {
 		t.Fatal(err)
 	}
@@ -205,23 +217,91 @@ func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faults
 		p.Recovery.Wait(5 * time.Minute)
 	}
 
-	// kill -9 of the projectors in a loop, alternating. It comes last:
-	// a killed member stays in its consumer groups until its session
-	// times out, so the groups settle well after the last kill, and that
-	// wait overlaps the concurrency check and the final convergence.
+	// kill -9 of the projectors in a loop, alternating, each restarted at
+	// once; then rolling restarts (SIGTERM, start). The prober writes to
+	// one world per partition meanwhile and times, per fault, how long
+	// until the read model shows events written after it.
+	// ESFLOW_FAULTS_TRACE=file collects the projectors' lease log lines
+	// around the rolling restarts, for looking into a stall.
+	trace := func(string, string) {}
+	if path := os.Getenv("ESFLOW_FAULTS_TRACE"); path != "" {
+		trace = func(name, out string) {
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			for _, line := range strings.Split(out, "\n") {
+				if strings.Contains(line, "partition") || strings.Contains(line, "member") {
+					fmt.Fprintf(f, "%s %s\n", name, line)
+				}
+			}
+		}
+	}
+	prober.Start()
+	quiet := time.Now()
+	time.Sleep(5 * time.Second)
+	base, baseKafka := prober.Latencies(quiet, time.Now())
+	pt.baseline, pt.baselineKafka = append(pt.baseline, base...), append(pt.baselineKafka, baseKafka...)
 	for i := range cfg.killCycles {
 		pr := p.Projectors[i%len(p.Projectors)]
 		at, acked := time.Now(), p.Ledger.Snapshot()
 		if err := pr.Kill9(); err != nil {
 			t.Fatal(err)
 		}
+		prober.Kick()
 		if err := pr.Start(); err != nil {
 			t.Fatal(err)
 		}
 		counts["projector kill -9"]++
 		p.ProbeFrom("projector kill -9 (to read model)", suite.InReadModel, at, acked)
-		time.Sleep(time.Duration(500+rand.IntN(700)) * time.Millisecond)
+		if d, dk, ok := prober.CurrentAfter(at, time.Minute); ok {
+			pt.failover = append(pt.failover, d)
+			pt.failoverKafka = append(pt.failoverKafka, dk)
+			t.Logf("projector kill -9 %d (%s) at %s: every partition current after %s (%s from Kafka)", i, pr.Name(), at.UTC().Format("15:04:05.000"),
+				d.Round(time.Millisecond), dk.Round(time.Millisecond))
+			for _, q := range p.Projectors {
+				trace(q.Name(), q.Output())
+			}
+		} else {
+			pt.failoverMissing++
+		}
+		// The next kill should find two replicas sharing the partitions:
+		// wait for the restarted one (not a timing assertion: past the
+		// bound the loop goes on).
+		_ = pr.WaitHTTP(ctx, "/readyz", 30*time.Second)
+		time.Sleep(time.Duration(200+rand.IntN(400)) * time.Millisecond)
 	}
+	for i := range cfg.restarts {
+		pr := p.Projectors[i%len(p.Projectors)]
+		at, acked := time.Now(), p.Ledger.Snapshot()
+		if err := pr.Terminate(30 * time.Second); err != nil {
+			t.Errorf("%s on SIGTERM: %v", pr.Name(), err)
+		}
+		exited := time.Since(at)
+		trace(pr.Name()+" (stopped)", pr.Output())
+		if err := pr.Start(); err != nil {
+			t.Fatal(err)
+		}
+		counts["projector SIGTERM"]++
+		p.ProbeFrom("projector rolling restart (to read model)", suite.InReadModel, at, acked)
+		_ = pr.WaitHTTP(ctx, "/readyz", 30*time.Second)
+		ready := time.Since(at)
+		time.Sleep(time.Second) // the restarted replica takes its share back
+		end := time.Now()
+		if d, dk, ok := prober.MaxLatency(at, end, time.Minute); ok {
+			pt.stall = append(pt.stall, d)
+			pt.stallKafka = append(pt.stallKafka, dk)
+			t.Logf("projector rolling restart %d (%s) at %s: exited +%s, restarted one ready +%s; max stall %s, %s from Kafka (%s)", i, pr.Name(), at.UTC().Format("15:04:05.000"),
+				exited.Round(time.Millisecond), ready.Round(time.Millisecond), d.Round(time.Millisecond), dk.Round(time.Millisecond), prober.Worst(at, end))
+			for _, q := range p.Projectors {
+				trace(q.Name(), q.Output())
+			}
+		} else {
+			pt.stallMissing++
+		}
+	}
+	prober.Stop()
 	say("faults so far: %s", formatCounts(counts))
 }
 
@@ -229,7 +309,7 @@ func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faults
 // store holds, then compares every view with the store and prints the
 // summary.
 func verifyFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, con suite.Contention, counts map[string]int,
-	say func(string, ...any)) {
+	pt *projectorTimes, say func(string, ...any)) {
 	t.Helper()
 	var st *suite.StoreTruth
 	var err error
@@ -308,6 +388,9 @@ func verifyFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, con suit
 	for _, l := range p.Recovery.Lines() {
 		say("%s", l)
 	}
+	for _, l := range pt.lines() {
+		say("%s", l)
+	}
 	say("unexpected process exits (restarted): %d", len(exits))
 	for _, e := range exits {
 		t.Logf("unexpected exit: %s", e)
@@ -341,10 +424,55 @@ func verifyFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, con suit
 
 func formatCounts(m map[string]int) string {
 	var parts []string
-	for _, k := range []string{"relay kill -9", "projector kill -9", "relay SIGSTOP", "projector SIGSTOP", "PostgreSQL restart", "broker restart"} {
+	for _, k := range []string{"relay kill -9", "projector kill -9", "projector SIGTERM", "relay SIGSTOP", "projector SIGSTOP", "PostgreSQL restart", "broker restart"} {
 		if m[k] > 0 {
 			parts = append(parts, fmt.Sprintf("%s x%d", k, m[k]))
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// projectorTimes are the projector faults as the read model saw them
+// (suite.Prober): per kill -9, the time until every partition showed an
+// event written after the kill; per rolling restart, the longest a probe
+// event written during it took to be visible; and probe latencies before
+// the projector faults, for scale.
+type projectorTimes struct {
+	failover, stall, baseline []time.Duration
+	// The same counted from each probe event's arrival on Kafka: the
+	// projectors' share, without the writer's and the relay's.
+	failoverKafka, stallKafka, baselineKafka []time.Duration
+	failoverMissing, stallMissing            int // faults whose probes never became visible
+}
+
+func (pt *projectorTimes) lines() []string {
+	ms := func(d time.Duration) int64 { return d.Milliseconds() }
+	sorted := func(ds []time.Duration) []time.Duration {
+		out := slices.Clone(ds)
+		slices.Sort(out)
+		return out
+	}
+	var out []string
+	if f := sorted(pt.failover); len(f) > 0 {
+		out = append(out, fmt.Sprintf("projector failover: median %d ms, max %d ms over %d kills", ms(f[len(f)/2]), ms(f[len(f)-1]), len(f)))
+	}
+	if s := sorted(pt.stall); len(s) > 0 {
+		out = append(out, fmt.Sprintf("projector rolling restart: max stall %d ms over %d restarts", ms(s[len(s)-1]), len(s)))
+	}
+	if f := sorted(pt.failoverKafka); len(f) > 0 {
+		out = append(out, fmt.Sprintf("projector failover, counted from the probe events' arrival on Kafka: median %d ms, max %d ms", ms(f[len(f)/2]), ms(f[len(f)-1])))
+	}
+	if s := sorted(pt.stallKafka); len(s) > 0 {
+		out = append(out, fmt.Sprintf("projector rolling restart, Kafka to read model: max stall %d ms, median of the per-restart maxima %d ms", ms(s[len(s)-1]), ms(s[len(s)/2])))
+	}
+	if b := sorted(pt.baseline); len(b) > 0 {
+		bk := sorted(pt.baselineKafka)
+		out = append(out, fmt.Sprintf("probe write to read model without a projector fault (5s before them): median %d ms, p99 %d ms, max %d ms over %d writes; Kafka to read model: median %d ms, max %d ms",
+			ms(b[len(b)/2]), ms(b[len(b)*99/100]), ms(b[len(b)-1]), len(b), ms(bk[len(bk)/2]), ms(bk[len(bk)-1])))
+	}
+	if pt.failoverMissing+pt.stallMissing > 0 {
+		out = append(out, fmt.Sprintf("projector faults whose probe events were not visible within a minute: %d kills, %d restarts",
+			pt.failoverMissing, pt.stallMissing))
+	}
+	return out
 }

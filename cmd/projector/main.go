@@ -6,7 +6,16 @@
 // read-model database; KAFKA_BROKERS and the TLS/SASL variables of
 // pkg/kafkaenv name the cluster; EVENTSTORE_URL (and CIPHER_KEY when the
 // store is encrypted) names the event store for -rebuild-from store.
-// Flags: -group-prefix, -http-addr.
+// Flags: -group-prefix, -http-addr, and partition ownership:
+// -lease-ttl (how long a paused or cut-off replica keeps its partitions,
+// default 2s), -lease-check (how often replicas look for partitions to
+// take or hand over, default 100ms), -member-name (default the host
+// name) and -shutdown-timeout (how long the batch in progress may take
+// after SIGTERM before the partitions are handed over, default 10s). The
+// replicas share each projection's partitions through lease rows in the
+// read-model database (pkg/projection DESIGN.md, "Partition leases"): a
+// killed replica's partitions are taken over within about a LeaseCheck,
+// a SIGTERM'd one hands them over as it exits.
 //
 // Endpoints: GET /worlds, /worlds/{id}, /examples/{id}, /counts, plus
 // /healthz, /readyz (every runner running, caught up and without open
@@ -54,7 +63,9 @@ type config struct {
 	Kafka       kafkaenv.Config
 	GroupPrefix string
 	HTTPAddr    string
-	Logger      *slog.Logger
+	// Leases: LeaseTTL, LeaseCheck, MemberName, ShutdownTimeout.
+	Leases projection.RunnerConfig
+	Logger *slog.Logger
 	// Listening, when set, receives the HTTP server's bound address.
 	Listening func(net.Addr)
 
@@ -77,7 +88,7 @@ type config struct {
 
 func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	groupPrefix := flag.String("group-prefix", "", "prefix of the projections' consumer group ids")
+	groupPrefix := flag.String("group-prefix", "", "prefix of the consumer group ids whose committed offsets a partition starts from when first leased (upgrades from the consumer-group projector)")
 	httpAddr := flag.String("http-addr", ":9103", "address of the HTTP server")
 	redrive := flag.String("redrive", "", "re-drive the dead letters of this projection, print the result and exit")
 	fromBeginning := flag.Bool("redrive-from-beginning", false, "with -redrive: read the whole dead-letter topic")
@@ -85,6 +96,10 @@ func main() {
 	rebuildFrom := flag.String("rebuild-from", "store", "with -rebuild: store (EVENTSTORE_URL's notification log) or kafka (earliest offsets)")
 	storeURL := flag.String("eventstore-url", os.Getenv("EVENTSTORE_URL"), "with -rebuild-from store: the event store's database URL")
 	keepOld := flag.Bool("keep-old", false, "with -rebuild: keep the replaced tables as <table>_old")
+	leaseTTL := flag.Duration("lease-ttl", 2*time.Second, "how long a replica without a heartbeat (paused, cut off) keeps its partitions")
+	leaseCheck := flag.Duration("lease-check", 100*time.Millisecond, "how often a replica looks for partitions to take over or hand over")
+	memberName := flag.String("member-name", "", "this replica's name in the members table (default the host name)")
+	shutdownTimeout := flag.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM, how long the batch in progress may take before the partitions are handed over")
 	flag.Parse()
 
 	kcfg, err := kafkaenv.FromEnv("esflow-projector")
@@ -98,6 +113,9 @@ func main() {
 		GroupPrefix: *groupPrefix,
 		HTTPAddr:    *httpAddr,
 		Logger:      log,
+		Leases: projection.RunnerConfig{
+			LeaseTTL: *leaseTTL, LeaseCheck: *leaseCheck, MemberName: *memberName, ShutdownTimeout: *shutdownTimeout,
+		},
 
 		Redrive: *redrive, RedriveFromBeginning: *fromBeginning,
 		Rebuild: *rebuild, RebuildFrom: *rebuildFrom, KeepOld: *keepOld,
@@ -128,6 +146,7 @@ func run(ctx context.Context, cfg config) error {
 	metrics := ops.NewRegistry()
 	svc, err := projector.Open(ctx, projector.Config{
 		DatabaseURL: cfg.DatabaseURL, Kafka: cfg.Kafka, GroupPrefix: cfg.GroupPrefix, Logger: log, Metrics: metrics,
+		Leases: cfg.Leases,
 	})
 	if err != nil {
 		return err

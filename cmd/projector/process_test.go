@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/esflow/esflow/examples/domain"
@@ -126,13 +127,13 @@ type projProc struct {
 
 // startProjector starts cmd/projector on the read-model database and
 // waits until it serves HTTP.
-func (s *stack) startProjector(name string) *projProc {
+func (s *stack) startProjector(name string, args ...string) *projProc {
 	s.t.Helper()
 	addr := proctest.FreeAddr(s.t)
 	p := proctest.Start(s.t, proctest.Command{
 		Name:  name,
 		Path:  bins.Path(s.t, projectorPkg),
-		Args:  []string{"-group-prefix", groupPrefix, "-http-addr", addr},
+		Args:  append([]string{"-group-prefix", groupPrefix, "-http-addr", addr, "-member-name", name}, args...),
 		Env:   []string{"DATABASE_URL=" + s.rmURL, "KAFKA_BROKERS=" + s.broker.Addr()},
 		Unset: unsetEnv,
 	})
@@ -501,60 +502,9 @@ func envInt(name string, def int) int {
 	return def
 }
 
-// groups are the consumer groups of the projector's three projections.
-var groups = []string{groupPrefix + "worlds", groupPrefix + "examples", groupPrefix + "event_counts"}
-
-// describeGroups returns the members of each group.
-func (s *stack) describeGroups(ctx context.Context) (map[string][]kafka.DescribeGroupsResponseMember, error) {
-	c := &kafka.Client{Addr: kafka.TCP(s.broker.Addr()), Timeout: 5 * time.Second}
-	resp, err := c.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: groups})
-	if err != nil {
-		return nil, fmt.Errorf("describe groups: %w", err)
-	}
-	out := map[string][]kafka.DescribeGroupsResponseMember{}
-	for _, g := range resp.Groups {
-		if g.Error != nil {
-			return nil, fmt.Errorf("describe group %s: %w", g.GroupID, g.Error)
-		}
-		out[g.GroupID] = g.Members
-	}
-	return out, nil
-}
-
-// evictDead removes every member of the projector's groups, which the
-// caller knows to be dead (no projector process is running). It does at
-// once what the broker does when a dead member's session times out (30 s
-// with kafka-go's defaults), so a kill -9 cycle does not wait for it; the
-// projector sees the same thing either way: a group whose previous
-// member is gone, and committed offsets that may lag its database.
-func (s *stack) evictDead() {
-	t := s.t
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c := &kafka.Client{Addr: kafka.TCP(s.broker.Addr()), Timeout: 5 * time.Second}
-	proctest.Eventually(t, 30*time.Second, 20*time.Millisecond, "dead members evicted", func() (bool, string) {
-		members, err := s.describeGroups(ctx)
-		if err != nil {
-			return false, err.Error()
-		}
-		left := 0
-		for g, ms := range members {
-			if len(ms) == 0 {
-				continue
-			}
-			left += len(ms)
-			req := &kafka.LeaveGroupRequest{GroupID: g}
-			for _, m := range ms {
-				req.Members = append(req.Members, kafka.LeaveGroupRequestMember{ID: m.MemberID})
-			}
-			if _, err := c.LeaveGroup(ctx, req); err != nil {
-				return false, fmt.Sprintf("leave group %s: %v", g, err)
-			}
-		}
-		return left == 0, fmt.Sprintf("%d members left", left)
-	})
-}
+// projections are the projector's three projections (their tracking
+// keys).
+var projections = []string{"worlds", "examples", "event_counts"}
 
 // TestProcessKill9MidBatch kills the projector with SIGKILL over many
 // cycles while writers keep the pipeline full, restarting it in the same
@@ -601,7 +551,6 @@ func TestProcessKill9MidBatch(t *testing.T) {
 				withBacklog++
 			}
 		}
-		s.evictDead()
 		time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond) // let a backlog build up
 	}
 	loopTook := time.Since(loop)
@@ -619,57 +568,62 @@ func TestProcessKill9MidBatch(t *testing.T) {
 		cycles, loopTook.Round(time.Millisecond), withBacklog, backlogs, want.Events, len(want.Worlds), len(want.Examples), time.Since(conv).Round(time.Millisecond), dups)
 }
 
-// assignment is, per group, each member's partitions ("topic/partition").
+// assignment is, per projection, each live member's partitions
+// ("topic/partition"), by member name (-member-name), as the lease rows
+// in the read-model database say.
 type assignment map[string]map[string][]string
 
 func (s *stack) assignment(ctx context.Context) (assignment, error) {
-	members, err := s.describeGroups(ctx)
+	pool, err := pgxpool.New(ctx, s.rmURL)
 	if err != nil {
 		return nil, err
 	}
-	a := assignment{}
-	for g, ms := range members {
-		a[g] = map[string][]string{}
-		for _, m := range ms {
-			var parts []string
-			for _, tp := range m.MemberAssignments.Topics {
-				for _, p := range tp.Partitions {
-					parts = append(parts, tp.Topic+"/"+strconv.Itoa(p))
-				}
-			}
-			sort.Strings(parts)
-			a[g][m.MemberID] = parts
-		}
+	defer pool.Close()
+	rows, err := pool.Query(ctx, `SELECT l.projection, m.host, l.topic, l.kafka_partition
+FROM `+projection.LeasesTable+` l JOIN `+projection.MembersTable+` m ON m.projection = l.projection AND m.member = l.owner
+ORDER BY 1, 2, 3, 4`)
+	if err != nil {
+		return nil, fmt.Errorf("read leases: %w", err)
 	}
-	return a, nil
+	defer rows.Close()
+	a := assignment{}
+	for rows.Next() {
+		var proj, member, topic string
+		var part int
+		if err := rows.Scan(&proj, &member, &topic, &part); err != nil {
+			return nil, err
+		}
+		if a[proj] == nil {
+			a[proj] = map[string][]string{}
+		}
+		a[proj][member] = append(a[proj][member], topic+"/"+strconv.Itoa(part))
+	}
+	return a, rows.Err()
 }
 
-// waitAssignment waits until every group has n members, each holding at
-// least one partition and together all of the group's partitions.
+// waitAssignment waits until every projection's partitions are all held,
+// shared by n members that each hold at least one.
 func (s *stack) waitAssignment(n int, timeout time.Duration) assignment {
 	t := s.t
 	t.Helper()
-	topics := map[string]int{groupPrefix + "worlds": 1, groupPrefix + "examples": 1, groupPrefix + "event_counts": 2}
+	topics := map[string]int{"worlds": 1, "examples": 1, "event_counts": 2}
 	var a assignment
-	proctest.Eventually(t, timeout, 100*time.Millisecond, fmt.Sprintf("%d members sharing each group's partitions", n), func() (bool, string) {
+	proctest.Eventually(t, timeout, 20*time.Millisecond, fmt.Sprintf("%d members sharing each projection's partitions", n), func() (bool, string) {
 		var err error
 		if a, err = s.assignment(context.Background()); err != nil {
 			return false, err.Error()
 		}
-		for _, g := range groups {
+		for _, g := range projections {
 			ms := a[g]
 			if len(ms) != n {
-				return false, fmt.Sprintf("group %s: %d members %v", g, len(ms), ms)
+				return false, fmt.Sprintf("projection %s: %d members %v", g, len(ms), ms)
 			}
 			total := 0
 			for _, parts := range ms {
-				if len(parts) == 0 {
-					return false, fmt.Sprintf("group %s: a member without partitions: %v", g, ms)
-				}
 				total += len(parts)
 			}
 			if total != topics[g]*partitions {
-				return false, fmt.Sprintf("group %s: %d partitions assigned, want %d: %v", g, total, topics[g]*partitions, ms)
+				return false, fmt.Sprintf("projection %s: %d partitions held, want %d: %v", g, total, topics[g]*partitions, ms)
 			}
 		}
 		return true, ""
@@ -677,10 +631,10 @@ func (s *stack) waitAssignment(n int, timeout time.Duration) assignment {
 	return a
 }
 
-// TestProcessTwoReplicasFailover runs two projector processes in one
-// consumer group: they share the partitions and both apply events; one is
-// killed with SIGKILL; the other takes its partitions over (once the
-// broker expires the dead member's session) and the read model stays
+// TestProcessTwoReplicasFailover runs two projector processes on one
+// read-model database: they share the partitions (leases) and both apply
+// events; one is killed with SIGKILL; the other takes its partitions over
+// (its session's advisory lock went with it) and the read model stays
 // exact.
 func TestProcessTwoReplicasFailover(t *testing.T) {
 	s := newStack(t)
@@ -718,7 +672,7 @@ func TestProcessTwoReplicasFailover(t *testing.T) {
 		p := kafka.Murmur2Balancer{}.Balance(kafka.Message{Key: []byte(id.String())}, all...)
 		used[readmodel.WorldTopic+"/"+strconv.Itoa(p)] = true
 	}
-	for member, parts := range shared[groupPrefix+"worlds"] {
+	for member, parts := range shared["worlds"] {
 		n := 0
 		for _, p := range parts {
 			if used[p] {
@@ -739,8 +693,6 @@ func TestProcessTwoReplicasFailover(t *testing.T) {
 	}
 
 	// Phase 2: kill one replica while events flow; the other takes over.
-	// Writers pause while the broker waits out the dead member's session,
-	// to keep the survivor's backlog small.
 	stop = s.startWriters(2, 5, 5*time.Millisecond)
 	waitEvents(t, s, s.eventCount()+300, 60*time.Second)
 	p1.Kill(t)
@@ -757,7 +709,7 @@ func TestProcessTwoReplicasFailover(t *testing.T) {
 	s.converge(want, 60*time.Second, p2)
 	t.Logf("phase 2: converged in %s", time.Since(conv).Round(time.Millisecond))
 	t.Logf("shared assignment %v; replica-2 alone %s after the kill; %d events, %d worlds, %d examples: read model exact",
-		shared[groupPrefix+"worlds"], took.Round(time.Millisecond), want.Events, len(want.Worlds), len(want.Examples))
+		shared["worlds"], took.Round(time.Millisecond), want.Events, len(want.Worlds), len(want.Examples))
 }
 
 // readTopic returns every message of topic, reading each partition up to

@@ -148,6 +148,17 @@ func (c *TopicChecker) Prefixes() map[uuid.UUID]uint64 {
 	return m
 }
 
+// Prefix returns how many of aggregate id's versions (0..n-1) have all
+// arrived.
+func (c *TopicChecker) Prefix(id uuid.UUID) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a := c.aggs[id]; a != nil {
+		return a.prefix
+	}
+	return 0
+}
+
 // Has reports whether version v of aggregate id arrived.
 func (c *TopicChecker) Has(id uuid.UUID, v uint64) bool {
 	c.mu.Lock()

@@ -104,6 +104,17 @@ func (s *Service) Kill9() error {
 	}
 }
 
+// Terminate stops the running incarnation with SIGTERM, as an
+// orchestrator does in a rolling restart, and waits for it to exit (at
+// most timeout; then it is killed).
+func (s *Service) Terminate(timeout time.Duration) error {
+	inc := s.current()
+	if inc == nil {
+		return nil
+	}
+	return inc.p.Stop(timeout)
+}
+
 // Signal sends sig to the running incarnation (SIGSTOP, SIGCONT).
 func (s *Service) Signal(sig syscall.Signal) error {
 	s.mu.Lock()

@@ -35,8 +35,15 @@ type Config struct {
 	DatabaseURL string
 	// Kafka names the cluster. Brokers is required.
 	Kafka kafkaenv.Config
-	// GroupPrefix prefixes every projection's consumer group id.
+	// GroupPrefix prefixes every projection's consumer group id (the
+	// runners join no group; a partition leased for the first time starts
+	// at its group's committed offset, see projection.RunnerConfig.GroupID).
 	GroupPrefix string
+	// Leases configures partition ownership: the projection.RunnerConfig
+	// fields LeaseTTL, LeaseCheck, HeartbeatInterval, MemberName and
+	// ShutdownTimeout are taken from it (zero fields: the runner's
+	// defaults); its other fields are ignored.
+	Leases projection.RunnerConfig
 	// Hooks, when set, returns the hooks of the named projection's runner
 	// (called besides Metrics' hooks).
 	Hooks func(projection string) projection.Hooks
@@ -88,6 +95,12 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 			Dialer:    cfg.Kafka.Dialer(),
 			Transport: cfg.Kafka.Transport(),
 			Logger:    log,
+
+			LeaseTTL:          cfg.Leases.LeaseTTL,
+			LeaseCheck:        cfg.Leases.LeaseCheck,
+			HeartbeatInterval: cfg.Leases.HeartbeatInterval,
+			MemberName:        cfg.Leases.MemberName,
+			ShutdownTimeout:   cfg.Leases.ShutdownTimeout,
 		}
 		var hooks []projection.Hooks
 		if cfg.Hooks != nil {

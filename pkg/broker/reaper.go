@@ -10,6 +10,16 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+// Who needs this. esflow's own services no longer join consumer groups
+// (the projection runner leases partitions in its read-model database and
+// reads them with partition readers; Redrive too), so none of them
+// depends on it. It stays for the other group consumers a developer
+// attaches to the embedded broker (kcat -G, a service under test, the
+// benchmarks' and tests' group readers): with the newest kfake the module
+// proxy serves (v0.0.0-20260918054303-01f206a7e32c, the one in go.mod),
+// TestDeadJoinerIsReaped with the reaper switched off still wedged the
+// group in one of three runs.
+//
 // A consumer-group member that dies while the coordinator is answering
 // its JoinGroup (a kill -9 during a rebalance) never gets a session timer
 // in kfake: the answer cannot be delivered, so the member is never

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,10 +41,14 @@ type applyResult struct {
 // applyTx applies events in one transaction: it reads the tracking of
 // their aggregates, keeps the events that are next in line, hands them
 // to the projection, moves tracking and records gaps.
-func (r *Runner) applyTx(ctx context.Context, events []Event) (applyResult, error) {
+//
+// fence lists the leased partitions whose messages these are, with the
+// offset to store for each (fenceFor); the transaction fails with
+// ErrLeaseLost, changing nothing, when one of the leases moved on.
+func (r *Runner) applyTx(ctx context.Context, events []Event, fence []offsetRow) (applyResult, error) {
 	var res applyResult
 	err := r.db.InTx(ctx, func(tx Tx) (err error) {
-		res, err = r.applyIn(ctx, tx, events, true)
+		res, err = r.applyIn(ctx, tx, events, true, fence)
 		return err
 	})
 	return res, err
@@ -52,9 +57,9 @@ func (r *Runner) applyTx(ctx context.Context, events []Event) (applyResult, erro
 // applyIn is applyTx's work inside a transaction the caller owns (a
 // rebuild's swap applies its last events in the swap transaction). With
 // last, the tracking upsert is the transaction's last statement and may
-// travel with COMMIT (writeTrackingLast); its errConcurrentApply then
-// comes from the commit.
-func (r *Runner) applyIn(ctx context.Context, tx Tx, events []Event, last bool) (applyResult, error) {
+// travel with COMMIT (finishTx); its errConcurrentApply or ErrLeaseLost
+// then comes from the commit.
+func (r *Runner) applyIn(ctx context.Context, tx Tx, events []Event, last bool, fence []offsetRow) (applyResult, error) {
 	res := applyResult{tracked: map[string]uint64{}}
 	err := func() error {
 		ids := make([]string, 0, len(events))
@@ -129,13 +134,9 @@ func (r *Runner) applyIn(ctx context.Context, tx Tx, events []Event, last bool) 
 				}
 			}
 		}
-		// Tracking moves last, so that on PostgreSQL its statement can go
-		// out with COMMIT: one round trip less per batch.
-		write := writeTracking
-		if last {
-			write = writeTrackingLast
-		}
-		if err := write(ctx, tx, r.tracking, track); err != nil {
+		// Tracking and offsets move last, so that on PostgreSQL their
+		// statement can go out with COMMIT: one round trip less per batch.
+		if err := finishTx(ctx, tx, r.tracking, track, fence, last); err != nil {
 			return err
 		}
 		for _, t := range track {
@@ -211,7 +212,12 @@ type item struct {
 	bad   error
 	m     kafka.Message
 	build func() (kafka.Message, error) // nil: m is the message
+	lease *lease                        // the partition lease it was read under; nil outside Run
 }
+
+// dropped reports whether the item's partition lease is gone: its
+// message is the new owner's to apply.
+func (it item) dropped() bool { return it.lease != nil && it.lease.dropped.Load() }
 
 func (it item) message() (kafka.Message, error) {
 	if it.build == nil {
@@ -225,18 +231,27 @@ func (it item) message() (kafka.Message, error) {
 // one message per transaction so that only the poison message is
 // dead-lettered. Errors of the runner's own database work are retried
 // until runCtx ends. It returns how many items (a prefix) are done.
+//
+// Items whose partition lease was lost count as done: they are left to
+// the partition's new owner.
 func (r *Runner) processItems(runCtx, ctx context.Context, items []item) (int, error) {
 	clean := true
-	events := make([]Event, len(items))
-	for i, it := range items {
-		events[i] = it.e
+	for _, it := range items {
 		if it.bad != nil {
 			clean = false
 		}
 	}
 	if clean {
 		for attempt := 1; ; attempt++ {
-			res, err := r.applyTx(ctx, events)
+			live := slices.DeleteFunc(slices.Clone(items), item.dropped)
+			if len(live) == 0 {
+				return len(items), nil
+			}
+			events := make([]Event, len(live))
+			for i, it := range live {
+				events[i] = it.e
+			}
+			res, err := r.applyTx(ctx, events, fenceFor(live))
 			if err == nil {
 				r.committed(res)
 				return len(items), nil
@@ -246,12 +261,18 @@ func (r *Runner) processItems(runCtx, ctx context.Context, items []item) (int, e
 				r.log.Info("batch failed in a handler; applying its messages one by one", "error", err, "messages", len(items))
 				break
 			}
+			if errors.Is(err, ErrLeaseLost) {
+				r.fenced(ctx, items)
+			}
 			if !r.retryInfra(runCtx, "apply", err, attempt) {
 				return 0, err
 			}
 		}
 	}
 	for i, it := range items {
+		if it.dropped() {
+			continue
+		}
 		if it.bad != nil {
 			if err := r.deadLetterLoop(runCtx, ctx, it, nil, it.bad); err != nil {
 				return i, err
@@ -268,7 +289,7 @@ func (r *Runner) processItems(runCtx, ctx context.Context, items []item) (int, e
 // retryInfra reports a failure of the runner's own work and sleeps
 // before the next attempt; false means runCtx ended.
 func (r *Runner) retryInfra(runCtx context.Context, op string, err error, attempt int) bool {
-	if errors.Is(err, errConcurrentApply) && attempt < 3 {
+	if (errors.Is(err, errConcurrentApply) || errors.Is(err, ErrLeaseLost)) && attempt < 3 {
 		return true // re-read tracking at once
 	}
 	r.hooks.Failed(op, err)
@@ -282,10 +303,16 @@ func (r *Runner) applyOne(runCtx, ctx context.Context, it item) error {
 	e := it.e
 	failures, infra := 0, 0
 	for {
-		res, err := r.applyTx(ctx, []Event{e})
+		if it.dropped() {
+			return nil
+		}
+		res, err := r.applyTx(ctx, []Event{e}, fenceFor([]item{it}))
 		if err == nil {
 			r.committed(res)
 			return nil
+		}
+		if errors.Is(err, ErrLeaseLost) {
+			r.fenced(ctx, []item{it})
 		}
 		var he *handlerError
 		if !errors.As(err, &he) || isBusy(err) {
@@ -352,9 +379,15 @@ func (r *Runner) deadLetterLoop(runCtx, ctx context.Context, it item, e *Event, 
 		return fmt.Errorf("projection: build dead letter: %w", err)
 	}
 	for attempt := 1; ; attempt++ {
-		err := r.deadLetter(ctx, m, e, cause)
+		if it.dropped() {
+			return nil // the new owner dead-letters it (again)
+		}
+		err := r.deadLetter(ctx, m, e, cause, fenceFor([]item{it}))
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, ErrLeaseLost) {
+			r.fenced(ctx, []item{it})
 		}
 		if !r.retryInfra(runCtx, "dead-letter", err, attempt) {
 			return err
@@ -366,7 +399,10 @@ func (r *Runner) deadLetterLoop(runCtx, ctx context.Context, it item, e *Event, 
 // decodable event, moves its aggregate's tracking past it and records it
 // in the dead-letters table, in one transaction. Publishing first means
 // a crash in between leaves a duplicate in the topic, never a loss.
-func (r *Runner) deadLetter(ctx context.Context, m kafka.Message, e *Event, cause error) error {
+//
+// For a message read through a partition lease the same transaction
+// moves the partition's offset past it, fenced like an apply.
+func (r *Runner) deadLetter(ctx context.Context, m kafka.Message, e *Event, cause error, fence []offsetRow) error {
 	headers := make([]kafka.Header, 0, len(m.Headers)+5)
 	for _, h := range m.Headers {
 		if !strings.HasPrefix(h.Key, "esflow-dlq-") {
@@ -383,9 +419,17 @@ func (r *Runner) deadLetter(ctx context.Context, m kafka.Message, e *Event, caus
 	if err := r.dlqWriter().WriteMessages(ctx, kafka.Message{Key: m.Key, Value: m.Value, Headers: headers}); err != nil {
 		return fmt.Errorf("projection: write to dead-letter topic %s: %w", r.cfg.DeadLetterTopic, err)
 	}
+	if e == nil && len(fence) > 0 {
+		if err := r.db.InTx(ctx, func(tx Tx) error { return writeFence(ctx, tx, r.tracking, fence) }); err != nil {
+			return err
+		}
+	}
 	if e != nil {
 		err := r.db.InTx(ctx, func(tx Tx) error {
 			row := trackingRow{aggregateID: e.AggregateID.String(), version: e.AggregateVersion, eventID: e.EventID.String()}
+			if err := writeFence(ctx, tx, r.tracking, fence); err != nil {
+				return err
+			}
 			if err := writeTracking(ctx, tx, r.tracking, []trackingRow{row}); err != nil {
 				return err
 			}
@@ -444,4 +488,15 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+// fenced handles ErrLeaseLost: it re-reads the leases and marks those of
+// items that moved on as dropped, so the retry leaves their messages out.
+func (r *Runner) fenced(ctx context.Context, items []item) {
+	r.hooks.Failed("lease", ErrLeaseLost)
+	if err := r.verifyLeases(ctx, items); err != nil {
+		r.log.Warn("re-read leases after a fenced transaction", "error", err)
+		return
+	}
+	r.log.Warn("transaction fenced: a partition lease moved to another member; its messages are left to it")
 }

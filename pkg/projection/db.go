@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/esflow/esflow/internal/lockwatch"
 )
 
 // Dialect names the SQL dialect behind a [DB]. Projections write SQL in
@@ -456,4 +459,34 @@ func Values(rows, cols, start int) string {
 		b.WriteByte(')')
 	}
 	return b.String()
+}
+
+// lockMember implements memberLocker: the two-key advisory lock
+// (lockNamespace, member) on a connection of its own, outside the pool,
+// so that it neither counts against the pool's size nor goes back to it.
+// The connection is pinged every second; lost closes when a ping fails.
+// release closes the connection, which frees the lock.
+func (d pgDB) lockMember(ctx context.Context, member int64) (<-chan struct{}, func(), bool, error) {
+	conn, err := pgx.ConnectConfig(ctx, d.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("connect: %w", err)
+	}
+	closeConn := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}
+	var ok bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int, $2::int)`, int32(lockNamespace), int32(member)).Scan(&ok); err != nil {
+		closeConn()
+		return nil, nil, false, err
+	}
+	if !ok {
+		closeConn()
+		return nil, nil, false, nil
+	}
+	lost, release := lockwatch.Watch(time.Second, 2*time.Second,
+		func(ctx context.Context) error { return conn.Ping(ctx) },
+		func(bool) { closeConn() })
+	return lost, release, true, nil
 }

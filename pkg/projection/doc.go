@@ -3,12 +3,12 @@
 //
 // A [Projection] names its topics and tables, creates its tables in
 // Setup and applies events in Handle (or, faster, a whole batch in
-// [BatchHandler.HandleBatch]). A [Runner] reads the topics in a consumer
-// group with kafka-go and applies each batch in one database transaction
-// ([DB], [Tx]: [NewPostgres] over pgx, [NewSQLite] over database/sql),
-// together with the tracking table that records, per aggregate, the last
-// version applied. Delivery is at least once; tracking makes the effect
-// exactly once:
+// [BatchHandler.HandleBatch]). A [Runner] reads the topics' partitions
+// with kafka-go partition readers and applies each batch in one database
+// transaction ([DB], [Tx]: [NewPostgres] over pgx, [NewSQLite] over
+// database/sql), together with the tracking table that records, per
+// aggregate, the last version applied, and each partition's next offset.
+// Delivery is at least once; tracking makes the effect exactly once:
 //
 //   - a version already applied is a duplicate and is skipped;
 //   - the next version is applied;
@@ -29,6 +29,15 @@
 // while the live runner keeps serving and afterwards neither applies an
 // event twice nor misses one. Package projmetrics exports the hooks and
 // [Runner.Status] as Prometheus metrics.
+//
+// The runners of a projection (replicas of a service) share its
+// partitions through lease rows in the read model's own database
+// ([LeasesTable], [MembersTable]) instead of a consumer group: a killed
+// runner's partitions are taken over within about
+// [RunnerConfig.LeaseCheck], a stopped one hands them over as it exits,
+// and a runner that lost a lease while paused cannot commit any more
+// ([ErrLeaseLost]): every applying transaction checks the lease's
+// generation.
 //
 // DESIGN.md explains the choices.
 package projection

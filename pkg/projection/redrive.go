@@ -13,12 +13,13 @@ import (
 
 // RedriveConfig configures [Runner.Redrive].
 type RedriveConfig struct {
-	// GroupID is the consumer group reading the dead-letter topic, so a
-	// later redrive continues where this one stopped. Default the
-	// projection's tracking key plus "_redrive".
+	// GroupID is the key under which the redrive stores how far it read
+	// each partition of the dead-letter topic (rows of LeasesTable), so a
+	// later redrive continues where this one stopped. No consumer group
+	// is joined. Default the projection's tracking key plus "_redrive".
 	GroupID string
-	// FromBeginning reads the whole dead-letter topic whatever the
-	// group's offsets (it uses a throwaway group id).
+	// FromBeginning reads the whole dead-letter topic whatever was stored,
+	// and stores nothing.
 	FromBeginning bool
 	// IdleTimeout ends the redrive after this long with nothing to read.
 	// Default 2s.
@@ -42,26 +43,78 @@ type RedriveResult struct {
 // checks. Running it twice, or over duplicates, changes nothing more.
 // Messages that fail MaxAttempts times again stay dead (their error is
 // updated) and are counted as Failed; they are not re-published.
+//
+// Each partition of the dead-letter topic is read with its own partition
+// reader from the offset stored under cfg.GroupID; after each batch the
+// offsets reached are stored. A crash in between redrives some messages
+// again, which changes nothing.
 func (r *Runner) Redrive(ctx context.Context, cfg RedriveConfig) (RedriveResult, error) {
 	setDefault(&cfg.GroupID, r.tracking+"_redrive")
 	setDefault(&cfg.IdleTimeout, 2*time.Second)
-	if cfg.FromBeginning {
-		cfg.GroupID = fmt.Sprintf("%s_%d", cfg.GroupID, time.Now().UnixNano())
-	}
+	var res RedriveResult
 	if err := r.Setup(ctx); err != nil {
-		return RedriveResult{}, err
+		return res, err
 	}
-	var (
-		mu  sync.Mutex
-		res RedriveResult
-	)
-	process := func(runCtx, ctx context.Context, items []item) (int, error) {
-		for i, it := range items {
-			outcome, err := r.redriveOne(runCtx, ctx, it.m)
+	fail := func(err error) (RedriveResult, error) {
+		return res, fmt.Errorf("projection %s: redrive: %w", r.tracking, err)
+	}
+	parts, err := r.dialer().LookupPartitions(ctx, "tcp", r.cfg.Brokers[0], r.cfg.DeadLetterTopic)
+	if errors.Is(err, kafka.UnknownTopicOrPartition) {
+		return res, nil // nothing was ever dead-lettered
+	}
+	if err != nil {
+		return fail(fmt.Errorf("partitions of %s: %w", r.cfg.DeadLetterTopic, err))
+	}
+	from := map[int]int64{}
+	if !cfg.FromBeginning {
+		if from, err = r.redriveOffsets(ctx, cfg.GroupID); err != nil {
+			return fail(err)
+		}
+	}
+	rctx, stop := context.WithCancel(ctx)
+	msgs := make(chan item, r.cfg.BatchSize)
+	var wg sync.WaitGroup
+	defer func() {
+		// Stop the readers; what they fetched and nobody applied is no
+		// longer pending.
+		stop()
+		wg.Wait()
+		for n := len(msgs); n > 0; n-- {
+			<-msgs
+			r.mu.Lock()
+			r.pending--
+			r.mu.Unlock()
+		}
+	}()
+	for _, p := range parts {
+		l := &lease{key: partitionKey{r.cfg.DeadLetterTopic, p.ID}, start: kafka.FirstOffset}
+		if o, ok := from[p.ID]; ok && o >= 0 {
+			l.start = o
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.readPartition(rctx, l, msgs)
+		}()
+	}
+	batch := make([]item, 0, r.cfg.BatchSize)
+	for {
+		batch = batch[:0]
+		select {
+		case it := <-msgs:
+			batch = append(batch, it)
+		case <-time.After(cfg.IdleTimeout):
+			return res, nil
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
+		batch = r.fill(batch, msgs)
+		done := 0
+		for _, it := range batch {
+			outcome, err := r.redriveOne(ctx, ctx, it.m)
 			if err != nil {
-				return i, err
+				break
 			}
-			mu.Lock()
 			switch outcome {
 			case redriveApplied:
 				res.Applied++
@@ -70,21 +123,65 @@ func (r *Runner) Redrive(ctx context.Context, cfg RedriveConfig) (RedriveResult,
 			default:
 				res.Failed++
 			}
-			mu.Unlock()
+			done++
 		}
-		return len(items), nil
+		r.mu.Lock()
+		r.pending -= len(batch)
+		r.mu.Unlock()
+		if !cfg.FromBeginning && done > 0 {
+			if err := r.storeRedriveOffsets(ctx, cfg.GroupID, fenceFor(batch[:done])); err != nil {
+				return fail(err)
+			}
+		}
+		if done < len(batch) {
+			return fail(ctx.Err())
+		}
 	}
-	reader := kafka.NewReader(r.readerConfig(cfg.GroupID, []string{r.cfg.DeadLetterTopic}))
-	err := r.consume(ctx, reader, cfg.IdleTimeout, false, process)
-	if cerr := reader.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("projection %s: close redrive reader: %w", r.tracking, cerr)
-	}
-	mu.Lock()
-	defer mu.Unlock()
+}
+
+// redriveOffsets reads the next offset of each dead-letter partition
+// stored under key.
+func (r *Runner) redriveOffsets(ctx context.Context, key string) (map[int]int64, error) {
+	out := map[int]int64{}
+	err := r.db.InTx(ctx, func(tx Tx) error {
+		rows, err := tx.Query(ctx, `SELECT kafka_partition, next_offset FROM `+LeasesTable+` WHERE projection = $1 AND topic = $2`,
+			key, r.cfg.DeadLetterTopic)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var p int
+			var o int64
+			if err := rows.Scan(&p, &o); err != nil {
+				return err
+			}
+			out[p] = o
+		}
+		return rows.Err()
+	})
 	if err != nil {
-		return res, fmt.Errorf("projection %s: redrive: %w", r.tracking, err)
+		return nil, fmt.Errorf("read redrive offsets: %w", err)
 	}
-	return res, nil
+	return out, nil
+}
+
+// storeRedriveOffsets records how far the redrive got.
+func (r *Runner) storeRedriveOffsets(ctx context.Context, key string, offsets []offsetRow) error {
+	err := r.db.InTx(ctx, func(tx Tx) error {
+		for _, o := range offsets {
+			if _, err := tx.Exec(ctx, `INSERT INTO `+LeasesTable+` (projection, topic, kafka_partition, next_offset) VALUES ($1, $2, $3, $4)
+ON CONFLICT (projection, topic, kafka_partition) DO UPDATE SET next_offset = excluded.next_offset`,
+				key, o.key.topic, o.key.partition, o.next); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store redrive offsets: %w", err)
+	}
+	return nil
 }
 
 type redriveOutcome int
@@ -137,7 +234,7 @@ WHERE projection = $1 AND event_id = $2 AND redriven_at IS NULL`, r.tracking, e.
 		}
 		if errors.Is(err, errNotDead) {
 			e.Redriven = false
-			res, err := r.applyTx(ctx, []Event{e})
+			res, err := r.applyTx(ctx, []Event{e}, nil)
 			if err == nil {
 				r.committed(res)
 				if res.applied > 0 {

@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,8 +22,10 @@ import (
 type RunnerConfig struct {
 	// Brokers to bootstrap from. Required.
 	Brokers []string
-	// GroupID is the consumer group. Default the projection's name plus
-	// TableSuffix.
+	// GroupID is the consumer group whose committed offsets a partition
+	// starts from the first time it is leased (upgrading from the
+	// consumer-group runner). The runner joins no group. Default the
+	// projection's name plus TableSuffix.
 	GroupID string
 	// Dialer opens the reader's connections (TLS, SASL, client id).
 	// Default kafka-go's default dialer.
@@ -48,11 +51,6 @@ type RunnerConfig struct {
 	// DeadLetterTopic receives poison messages. Default the projection's
 	// name plus ".dlq".
 	DeadLetterTopic string
-	// CommitInterval is how often consumed offsets are committed to the
-	// group. Offsets are handed over only after the database transaction
-	// commits; committing them late is safe because tracking skips what a
-	// restart redelivers. Default 1s; it must not be negative.
-	CommitInterval time.Duration
 	// TableSuffix is appended to every table name of the projection and
 	// to its tracking key, so a rebuild can fill fresh shadow tables
 	// (for example "_v2") next to the live ones. Default none.
@@ -70,17 +68,31 @@ type RunnerConfig struct {
 	// ShutdownTimeout bounds how long the batch in progress may take to
 	// finish after Run's context is cancelled. Default 10s.
 	ShutdownTimeout time.Duration
-	// SessionTimeout is how long the group coordinator waits for a
-	// heartbeat before it declares a member dead and hands its partitions
-	// to the others: the failover time after a crash. Default 10s
-	// (kafka-go's 30s stalls a partition for half a minute).
-	SessionTimeout time.Duration
-	// RebalanceTimeout is how long the coordinator waits for every member
-	// to rejoin during a rebalance. Default 10s.
-	RebalanceTimeout time.Duration
-	// HeartbeatInterval is how often the runner tells the coordinator it
-	// is alive; keep it well under SessionTimeout. Default 1s.
+	// Partition ownership (DESIGN.md, "Partition leases"). The runners of
+	// a projection share its partitions through lease rows in the read
+	// model's database; no consumer group is involved.
+
+	// LeaseTTL is how long a member may go without a heartbeat before the
+	// others take its partitions: what a paused (SIGSTOP) or cut-off
+	// runner costs. On PostgreSQL a killed runner is seen dead at once
+	// (its session's advisory lock goes with the process), so LeaseTTL
+	// does not bound crash failover there. Default 2s.
+	LeaseTTL time.Duration
+	// LeaseCheck is how often the runner reads the leases and members,
+	// acquires what is free and assigned to it, and hands over what is
+	// assigned to another: it bounds failover after a crash and hand-over
+	// after a shutdown. Default 100ms.
+	LeaseCheck time.Duration
+	// HeartbeatInterval is how often the runner renews its membership;
+	// it must be shorter than LeaseTTL. Default LeaseTTL/4.
 	HeartbeatInterval time.Duration
+	// DiscoverInterval is how often the topics' partitions are listed
+	// again (new partitions, topics created later; every 2s while a topic
+	// is missing). Default 10s.
+	DiscoverInterval time.Duration
+	// MemberName is recorded with the runner's membership, for operators
+	// (MembersTable). Default the host name.
+	MemberName string
 }
 
 // Runner consumes a projection's topics and applies them to its read
@@ -103,14 +115,20 @@ type Runner struct {
 	started   time.Time
 	lastFetch time.Time
 	pending   int // fetched, not yet applied
-	// readerTrouble is when the reader last failed to fetch or to join
-	// its group, zero once it fetched or joined again: not ready then.
+	// readerTrouble is when a partition reader last failed to fetch,
+	// zero once one fetched again; leaseFailing is set while the lease
+	// checks fail: not ready then.
 	readerTrouble time.Time
+	leaseFailing  bool
 	partitions    map[partitionKey]*PartitionLag
 	lastEvent     time.Time
 	openGaps      map[string]uint64 // aggregate id -> seen version
 	counts        counts
 	notify        chan struct{} // closed and replaced after every commit
+	// leasesChecked is set once the runner has read the leases as a
+	// member; owned counts the partitions it holds.
+	leasesChecked bool
+	owned         int
 }
 
 type counts struct{ applied, duplicates, gaps, deadLettered uint64 }
@@ -146,22 +164,28 @@ func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: %w", name, err)
 	}
-	if cfg.CommitInterval < 0 || cfg.BatchSize < 0 || cfg.MaxAttempts < 0 || cfg.BatchWait < 0 {
-		return nil, fmt.Errorf("projection %s: negative CommitInterval, BatchSize, BatchWait or MaxAttempts", name)
+	if cfg.BatchSize < 0 || cfg.MaxAttempts < 0 || cfg.BatchWait < 0 {
+		return nil, fmt.Errorf("projection %s: negative BatchSize, BatchWait or MaxAttempts", name)
 	}
 	setDefault(&cfg.GroupID, name+cfg.TableSuffix)
 	setDefault(&cfg.DeadLetterTopic, name+".dlq")
 	setDefault(&cfg.BatchSize, 500)
 	setDefault(&cfg.MaxAttempts, 5)
 	setDefault(&cfg.RetryBackoff, 50*time.Millisecond)
-	setDefault(&cfg.CommitInterval, time.Second)
 	setDefault(&cfg.IdleAfter, time.Second)
 	setDefault(&cfg.ShutdownTimeout, 10*time.Second)
-	setDefault(&cfg.SessionTimeout, 10*time.Second)
-	setDefault(&cfg.RebalanceTimeout, 10*time.Second)
-	setDefault(&cfg.HeartbeatInterval, time.Second)
-	if cfg.HeartbeatInterval >= cfg.SessionTimeout {
-		return nil, fmt.Errorf("projection %s: HeartbeatInterval %s must be shorter than SessionTimeout %s", name, cfg.HeartbeatInterval, cfg.SessionTimeout)
+	setDefault(&cfg.LeaseTTL, 2*time.Second)
+	setDefault(&cfg.LeaseCheck, 100*time.Millisecond)
+	setDefault(&cfg.HeartbeatInterval, cfg.LeaseTTL/4)
+	setDefault(&cfg.DiscoverInterval, 10*time.Second)
+	if cfg.MemberName == "" {
+		cfg.MemberName, _ = os.Hostname()
+	}
+	if cfg.LeaseTTL < 0 || cfg.LeaseCheck < 0 || cfg.HeartbeatInterval < 0 || cfg.DiscoverInterval < 0 {
+		return nil, fmt.Errorf("projection %s: negative LeaseTTL, LeaseCheck, HeartbeatInterval or DiscoverInterval", name)
+	}
+	if cfg.HeartbeatInterval >= cfg.LeaseTTL {
+		return nil, fmt.Errorf("projection %s: HeartbeatInterval %s must be shorter than LeaseTTL %s", name, cfg.HeartbeatInterval, cfg.LeaseTTL)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -204,10 +228,12 @@ func (r *Runner) Setup(ctx context.Context) error {
 // Tables returns the table mapping the runner hands to the projection.
 func (r *Runner) Tables() Tables { return r.tables }
 
-// Run consumes until ctx is cancelled or the reader fails for good. On
-// cancellation it finishes the batch in progress, hands its offsets to
-// the group and closes the reader (which commits them); it then returns
-// nil.
+// Run consumes until ctx is cancelled or applying fails for good. It
+// joins the projection's members, applies the partitions leased to it
+// and hands partitions over as members come and go (DESIGN.md,
+// "Partition leases"). On cancellation it finishes the batch in
+// progress, releases its leases (the other members take them over at
+// their next LeaseCheck) and returns nil.
 func (r *Runner) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return errors.New("projection: runner is already running")
@@ -231,16 +257,66 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer stopGaps()
 	go r.refreshGaps(gctx)
 
-	reader := kafka.NewReader(r.readerConfig(r.cfg.GroupID, r.p.Topics()))
-	err = r.consume(ctx, reader, 0, true, r.processItems)
-	if cerr := reader.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("projection %s: close reader: %w", r.tracking, cerr)
-	}
+	msgs := make(chan item, r.cfg.BatchSize)
+	o := &owner{r: r, out: msgs, held: map[partitionKey]*lease{}}
+	mctx, stopManage := context.WithCancel(ctx)
+	managed := make(chan struct{})
+	go func() {
+		defer close(managed)
+		o.manage(mctx)
+	}()
+	err = r.applyLoop(ctx, msgs)
+	stopManage()
+	<-managed
+	o.handOver(ctx)
+	r.mu.Lock()
+	r.leasesChecked, r.owned = false, 0
+	r.pending = 0 // what the stopped readers fetched is nobody's now
+	clear(r.partitions)
+	r.mu.Unlock()
 	r.closeDLQ()
 	if err != nil && ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// applyLoop applies what the partition readers deliver, one batch at a
+// time, until ctx ends or applying fails for good. Messages of a lease
+// that was lost or handed over are skipped.
+func (r *Runner) applyLoop(ctx context.Context, msgs chan item) error {
+	batch := make([]item, 0, r.cfg.BatchSize)
+	for {
+		batch = batch[:0]
+		select {
+		case it := <-msgs:
+			batch = append(batch, it)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		batch = r.fill(batch, msgs)
+		n := len(batch)
+		batch = slices.DeleteFunc(batch, item.dropped)
+		if skipped := n - len(batch); skipped > 0 {
+			r.mu.Lock()
+			r.pending -= skipped
+			r.mu.Unlock()
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		if err := r.runBatch(ctx, batch, r.processItems); err != nil {
+			return err
+		}
+	}
+}
+
+// dialer is the Dialer of the runner's Kafka connections.
+func (r *Runner) dialer() *kafka.Dialer {
+	if r.cfg.Dialer != nil {
+		return r.cfg.Dialer
+	}
+	return kafka.DefaultDialer
 }
 
 // refreshGaps re-reads, every IdleAfter while this runner knows of open
@@ -287,39 +363,6 @@ func (r *Runner) refreshGaps(ctx context.Context) {
 	}
 }
 
-func (r *Runner) readerConfig(group string, topics []string) kafka.ReaderConfig {
-	return kafka.ReaderConfig{
-		Brokers:           r.cfg.Brokers,
-		GroupID:           group,
-		GroupTopics:       topics,
-		Dialer:            r.cfg.Dialer,
-		StartOffset:       kafka.FirstOffset,
-		MinBytes:          1,
-		MaxBytes:          16 << 20,
-		MaxWait:           250 * time.Millisecond,
-		QueueCapacity:     max(r.cfg.BatchSize, 100),
-		CommitInterval:    r.cfg.CommitInterval,
-		SessionTimeout:    r.cfg.SessionTimeout,
-		RebalanceTimeout:  r.cfg.RebalanceTimeout,
-		HeartbeatInterval: r.cfg.HeartbeatInterval,
-		JoinGroupBackoff:  time.Second,
-		// The reader heals itself (it rejoins, reconnects, retries); the
-		// loggers only tell Ready whether it is healthy meanwhile.
-		Logger: kafka.LoggerFunc(func(msg string, _ ...any) {
-			if strings.HasPrefix(msg, "Joined group") {
-				r.setReaderTrouble(false)
-			}
-		}),
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			if strings.HasPrefix(msg, "Failed to join group") || strings.HasPrefix(msg, "Failed to sync group") ||
-				strings.HasPrefix(msg, "Unable to establish connection to consumer group coordinator") {
-				r.setReaderTrouble(true)
-			}
-			r.log.Warn("kafka reader", "error", fmt.Sprintf(msg, args...))
-		}),
-	}
-}
-
 // setReaderTrouble records whether the reader is failing (see Ready).
 func (r *Runner) setReaderTrouble(failing bool) {
 	r.mu.Lock()
@@ -332,92 +375,8 @@ func (r *Runner) setReaderTrouble(failing bool) {
 }
 
 // processFunc applies a batch and returns how many of its items (a
-// prefix) are done and may be committed.
+// prefix) are done.
 type processFunc func(runCtx, ctx context.Context, items []item) (int, error)
-
-// consume fetches on its own goroutine, so the next messages are read
-// (and, with decode, decoded) while a batch is applied, and applies
-// batches in fetch order on the calling goroutine. Decoding there keeps
-// the JSON work off the apply path: it overlaps the batch's database
-// round trips instead of adding to them. idle > 0 makes it return nil
-// after that long with nothing to read (Redrive).
-func (r *Runner) consume(ctx context.Context, reader *kafka.Reader, idle time.Duration, decode bool, process processFunc) error {
-	fctx, stopFetch := context.WithCancel(ctx)
-	defer stopFetch()
-	msgs := make(chan item, r.cfg.BatchSize)
-	fetchErr := make(chan error, 1)
-	go func() {
-		defer close(msgs)
-		backoff := r.cfg.RetryBackoff
-		for {
-			m, err := reader.FetchMessage(fctx)
-			if err != nil {
-				if fctx.Err() != nil {
-					return
-				}
-				if errors.Is(err, io.EOF) {
-					fetchErr <- err // the reader was closed under us
-					return
-				}
-				// kafka-go's group reader reports a failed generation
-				// or partition read and then heals (rejoins, reconnects):
-				// keep fetching, not ready meanwhile.
-				r.setReaderTrouble(true)
-				r.hooks.Failed("fetch", err)
-				r.log.Warn("fetch failed; retrying", "projection", r.tracking, "error", err, "backoff", backoff)
-				select {
-				case <-time.After(backoff):
-				case <-fctx.Done():
-					return
-				}
-				backoff = min(2*backoff, 5*time.Second)
-				continue
-			}
-			backoff = r.cfg.RetryBackoff
-			r.mu.Lock()
-			r.readerTrouble = time.Time{}
-			r.lastFetch = time.Now()
-			r.pending++
-			r.mu.Unlock()
-			it := item{m: m}
-			if decode {
-				it.e, it.bad = decodeMessage(m, r.cfg.Mapper)
-			}
-			select {
-			case msgs <- it:
-			case <-fctx.Done():
-				return
-			}
-		}
-	}()
-
-	var idleC <-chan time.Time
-	batch := make([]item, 0, r.cfg.BatchSize)
-	for {
-		if idle > 0 {
-			idleC = time.After(idle)
-		}
-		batch = batch[:0]
-		select {
-		case it, ok := <-msgs:
-			if !ok {
-				return ctx.Err()
-			}
-			batch = append(batch, it)
-		case err := <-fetchErr:
-			r.hooks.Failed("fetch", err)
-			return fmt.Errorf("projection %s: fetch: %w", r.tracking, err)
-		case <-idleC:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		batch = r.fill(batch, msgs)
-		if err := r.runBatch(ctx, reader, batch, process); err != nil {
-			return err
-		}
-	}
-}
 
 // fill adds what is available to batch, waiting at most BatchWait (when
 // set) for more when the channel runs dry.
@@ -458,9 +417,9 @@ func (r *Runner) fill(batch []item, msgs <-chan item) []item {
 }
 
 // runBatch applies a batch with a context that survives the cancellation
-// of ctx for up to ShutdownTimeout, then hands the offsets of what was
-// done to the group.
-func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []item, process processFunc) error {
+// of ctx for up to ShutdownTimeout, and records the partitions' progress
+// for Status.
+func (r *Runner) runBatch(ctx context.Context, batch []item, process processFunc) error {
 	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(r.cfg.ShutdownTimeout, cancel) })
@@ -470,6 +429,9 @@ func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []ite
 	r.mu.Lock()
 	r.pending -= len(batch)
 	for _, it := range batch[:done] {
+		if it.dropped() {
+			continue
+		}
 		m := &it.m
 		k := partitionKey{m.Topic, m.Partition}
 		pl := r.partitions[k]
@@ -481,26 +443,7 @@ func (r *Runner) runBatch(ctx context.Context, reader *kafka.Reader, batch []ite
 		pl.Lag = max(pl.HighWaterMark-pl.Offset, 0)
 	}
 	r.mu.Unlock()
-	if done > 0 {
-		if cerr := reader.CommitMessages(bctx, lastPerPartition(batch[:done])...); cerr != nil {
-			// Not fatal: the messages are applied; a redelivery is skipped.
-			r.hooks.Failed("commit", cerr)
-			r.log.Warn("commit offsets", "error", cerr)
-		}
-	}
 	return err
-}
-
-func lastPerPartition(items []item) []kafka.Message {
-	last := map[partitionKey]int{}
-	for i, it := range items {
-		last[partitionKey{it.m.Topic, it.m.Partition}] = i
-	}
-	out := make([]kafka.Message, 0, len(last))
-	for _, i := range last {
-		out = append(out, items[i].m)
-	}
-	return out
 }
 
 // sleep waits d or until ctx is done, reporting whether it slept fully.

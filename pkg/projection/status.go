@@ -38,7 +38,10 @@ type Status struct {
 	// OpenGaps counts aggregates whose held-back events have not been
 	// applied yet (as far as this process knows; see UnresolvedGaps).
 	OpenGaps int
-	Ready    bool
+	// Leases counts the partitions this runner holds (see DESIGN.md,
+	// "Partition leases"); Partitions lists those it has applied from.
+	Leases int
+	Ready  bool
 }
 
 // Status returns the runner's progress.
@@ -48,7 +51,7 @@ func (r *Runner) Status() Status {
 	s := Status{
 		Running: r.running.Load(), LastFetch: r.lastFetch, Pending: r.pending,
 		Applied: r.counts.applied, Duplicates: r.counts.duplicates, Gaps: r.counts.gaps,
-		DeadLettered: r.counts.deadLettered, OpenGaps: len(r.openGaps),
+		DeadLettered: r.counts.deadLettered, OpenGaps: len(r.openGaps), Leases: r.owned,
 	}
 	if !r.lastEvent.IsZero() {
 		s.LastEventAge = time.Since(r.lastEvent)
@@ -64,11 +67,14 @@ func (r *Runner) Status() Status {
 	return s
 }
 
-// Ready reports whether the runner is running, caught up and has no open
-// gap, and its reader is healthy (neither failing to fetch nor to join
-// its consumer group since it last succeeded). Caught up means nothing fetched is waiting and every partition it
-// has read is at its high watermark, or nothing arrived for IdleAfter
-// (the high watermark is only as fresh as the last fetch).
+// Ready reports whether the runner is running as a member of its
+// projection (it has read the partition leases), caught up and has no
+// open gap, and its readers are healthy (neither failing to fetch nor to
+// check leases since they last succeeded). Caught up means nothing
+// fetched is waiting and every partition it holds and has read is at its
+// high watermark, or nothing arrived for IdleAfter (the high watermark is
+// only as fresh as the last fetch). A member that holds no partition
+// (more replicas than partitions) is ready: it is the standby.
 func (r *Runner) Ready() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -76,7 +82,7 @@ func (r *Runner) Ready() bool {
 }
 
 func (r *Runner) readyLocked() bool {
-	if !r.running.Load() || r.started.IsZero() || len(r.openGaps) > 0 || !r.readerTrouble.IsZero() {
+	if !r.running.Load() || r.started.IsZero() || !r.leasesChecked || r.leaseFailing || len(r.openGaps) > 0 || !r.readerTrouble.IsZero() {
 		return false
 	}
 	last := r.lastFetch

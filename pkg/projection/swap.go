@@ -65,7 +65,7 @@ func swap(ctx context.Context, db DB, shadow *Runner, live Tables, f feed, cfg R
 				}
 				events[i] = it.e
 			}
-			res, err := shadow.applyIn(ctx, tx, events, false)
+			res, err := shadow.applyIn(ctx, tx, events, false, nil)
 			if err != nil {
 				if errors.As(err, new(*handlerError)) {
 					return fmt.Errorf("%w: %w", errSwapRetry, err)

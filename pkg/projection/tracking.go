@@ -16,82 +16,19 @@ const (
 	TrackingTable    = "esflow_projection_tracking"
 	GapsTable        = "esflow_projection_gaps"
 	DeadLettersTable = "esflow_projection_dead_letters"
+	// MembersTable and LeasesTable hold partition ownership (lease.go).
+	MembersTable = "esflow_projection_members"
+	LeasesTable  = "esflow_projection_leases"
+	// MigrationsTable records the bookkeeping schema's applied versions.
+	MigrationsTable = "esflow_projection_migrations"
 )
 
 // errConcurrentApply means the tracking upsert found a row already at or
 // past the version this transaction applied: another consumer (a
-// rebalance overlap) applied it first. The batch is rolled back and
+// rebuild's swap, a second runner on the same partition) applied it
+// first. The batch is rolled back and
 // retried; the retry sees the new tracking and skips the duplicates.
 var errConcurrentApply = errors.New("projection: tracking changed concurrently")
-
-func schemaStatements(d Dialect) []string {
-	id, ts := "TEXT", "TEXT"
-	if d == Postgres {
-		id, ts = "uuid", "timestamptz"
-	}
-	return []string{
-		`CREATE TABLE IF NOT EXISTS ` + TrackingTable + ` (
-	projection   TEXT NOT NULL,
-	aggregate_id ` + id + ` NOT NULL,
-	version      BIGINT NOT NULL,
-	event_id     ` + id + ` NOT NULL,
-	updated_at   ` + ts + ` NOT NULL DEFAULT CURRENT_TIMESTAMP,
-	PRIMARY KEY (projection, aggregate_id)
-)`,
-		// One row per aggregate with a gap: the newest version seen while an
-		// earlier one was missing. It is unresolved while tracking is
-		// below seen_version (see UnresolvedGaps), so resolving needs no
-		// write on the hot path.
-		`CREATE TABLE IF NOT EXISTS ` + GapsTable + ` (
-	projection       TEXT NOT NULL,
-	aggregate_id     ` + id + ` NOT NULL,
-	expected_version BIGINT NOT NULL,
-	seen_version     BIGINT NOT NULL,
-	event_id         ` + id + ` NOT NULL,
-	topic            TEXT NOT NULL,
-	kafka_partition  INTEGER NOT NULL,
-	kafka_offset     BIGINT NOT NULL,
-	detected_at      ` + ts + ` NOT NULL DEFAULT CURRENT_TIMESTAMP,
-	PRIMARY KEY (projection, aggregate_id)
-)`,
-		`CREATE TABLE IF NOT EXISTS ` + DeadLettersTable + ` (
-	projection       TEXT NOT NULL,
-	event_id         ` + id + ` NOT NULL,
-	aggregate_id     ` + id + ` NOT NULL,
-	version          BIGINT NOT NULL,
-	error            TEXT NOT NULL,
-	topic            TEXT NOT NULL,
-	kafka_partition  INTEGER NOT NULL,
-	kafka_offset     BIGINT NOT NULL,
-	dead_lettered_at ` + ts + ` NOT NULL DEFAULT CURRENT_TIMESTAMP,
-	redriven_at      ` + ts + `,
-	PRIMARY KEY (projection, event_id)
-)`,
-	}
-}
-
-// setupSchema creates the bookkeeping tables and the projection's own.
-// On PostgreSQL a transaction-scoped advisory lock serialises concurrent
-// setups: CREATE TABLE IF NOT EXISTS racing itself can fail with a
-// unique violation in the catalog.
-func setupSchema(ctx context.Context, db DB, p Projection, t Tables) error {
-	return db.InTx(ctx, func(tx Tx) error {
-		if db.Dialect() == Postgres {
-			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7358210947710452)`); err != nil {
-				return fmt.Errorf("projection: setup lock: %w", err)
-			}
-		}
-		for _, s := range schemaStatements(db.Dialect()) {
-			if _, err := tx.Exec(ctx, s); err != nil {
-				return fmt.Errorf("projection: create bookkeeping tables: %w", err)
-			}
-		}
-		if err := p.Setup(ctx, tx, t); err != nil {
-			return fmt.Errorf("projection %s: setup: %w", p.Name(), err)
-		}
-		return nil
-	})
-}
 
 // maxRowsPerStatement keeps multi-row statements under SQLite's and
 // PostgreSQL's parameter limits (32766 and 65535) at 4 columns.
@@ -212,34 +149,123 @@ func trackingUpsert(projection string, rows []trackingRow) (string, []any) {
 		` event_id = excluded.event_id, updated_at = CURRENT_TIMESTAMP WHERE ` + TrackingTable + `.version < excluded.version`, args
 }
 
-// concurrentMarker is the text of the error writeTrackingLast's
-// statement raises when a row did not move.
-const concurrentMarker = "esflow: tracking changed concurrently"
+// concurrentMarker and fencedMarker are the texts of the errors
+// finishTx's statement raises when a tracking row did not move or a
+// lease was not at the expected generation.
+const (
+	concurrentMarker = "esflow: tracking changed concurrently"
+	fencedMarker     = "esflow: partition lease lost"
+)
 
-// writeTrackingLast is writeTracking for the last statement of a
-// transaction. On PostgreSQL it is sent in one round trip with COMMIT,
-// so nothing can look at its row count before COMMIT runs: the statement
-// checks the count itself and fails when a row did not move (a cast of
-// the marker text to integer), which aborts the transaction and so keeps
-// the handler's writes from committing; the error is mapped back to
-// errConcurrentApply. (CASE keeps the failing cast out of the planner's
-// constant folding: it depends on the count.)
-func writeTrackingLast(ctx context.Context, tx Tx, projection string, rows []trackingRow) error {
+// finishTx is a transaction's last write: the tracking rows and, for
+// messages read through partition leases, each partition's next offset,
+// written only where the lease is still at the generation this runner
+// acquired it at (the fence: a runner that lost a lease while paused
+// cannot commit after the new owner, since the new owner's acquisition
+// bumped the generation under the same row lock). A tracking row that did
+// not move is errConcurrentApply, a lease not at its generation
+// ErrLeaseLost; either rolls the whole transaction back.
+//
+// With last on PostgreSQL it is one statement sent in one round trip with
+// COMMIT, so nothing can look at its row counts before COMMIT runs: the
+// statement checks the counts itself and fails when one is short (a cast
+// of a marker text to integer), which aborts the transaction and so keeps
+// the handler's writes from committing; the error is mapped back. (CASE
+// keeps the failing cast out of the planner's constant folding: it
+// depends on the counts.)
+func finishTx(ctx context.Context, tx Tx, projection string, rows []trackingRow, fence []offsetRow, last bool) error {
 	pt, ok := tx.(*pgTx)
-	if !ok || len(rows) == 0 || len(rows) > maxRowsPerStatement {
+	if !ok || !last || len(rows) > maxRowsPerStatement || len(rows)+len(fence) == 0 {
+		if err := writeFence(ctx, tx, projection, fence); err != nil {
+			return err
+		}
 		return writeTracking(ctx, tx, projection, rows)
 	}
-	sql, args := trackingUpsert(projection, rows)
-	args = append(args, int64(len(rows)))
-	sql = `WITH moved AS (` + sql + ` RETURNING 1)
-SELECT (CASE WHEN count(*) = $` + strconv.Itoa(len(args)) + ` THEN '0' ELSE '` + concurrentMarker + `' END)::int FROM moved`
+	args := []any{projection}
+	var ctes, checks []string
+	param := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if len(fence) > 0 {
+		topics, parts, gens, nexts := make([]string, len(fence)), make([]int32, len(fence)), make([]int64, len(fence)), make([]int64, len(fence))
+		for i, f := range fence {
+			topics[i], parts[i], gens[i], nexts[i] = f.key.topic, int32(f.key.partition), f.gen, f.next
+		}
+		ctes = append(ctes, `fenced AS (UPDATE `+LeasesTable+` l SET next_offset = v.next
+	FROM unnest(`+param(topics)+`::text[], `+param(parts)+`::int[], `+param(gens)+`::bigint[], `+param(nexts)+`::bigint[]) AS v(topic, part, gen, next)
+	WHERE l.projection = $1 AND l.topic = v.topic AND l.kafka_partition = v.part AND l.generation = v.gen RETURNING 1)`)
+		checks = append(checks, `WHEN (SELECT count(*) FROM fenced) <> `+param(int64(len(fence)))+` THEN '`+fencedMarker+`'`)
+	}
+	if len(rows) > 0 {
+		sql, targs := trackingUpsert(projection, rows)
+		// trackingUpsert numbers its parameters from $1 (the projection):
+		// put the fence's after them.
+		sql, targs = renumber(sql, targs, args)
+		args = targs
+		ctes = append(ctes, `moved AS (`+sql+` RETURNING 1)`)
+		checks = append(checks, `WHEN (SELECT count(*) FROM moved) <> `+param(int64(len(rows)))+` THEN '`+concurrentMarker+`'`)
+	}
+	sql := `WITH ` + strings.Join(ctes, ",\n") + `
+SELECT (CASE ` + strings.Join(checks, " ") + ` ELSE '0' END)::int`
 	pt.execAtCommit(sql, args, func(err error) error {
 		var pe *pgconn.PgError
-		if errors.As(err, &pe) && pe.Code == "22P02" && strings.Contains(pe.Message, concurrentMarker) {
-			return errConcurrentApply
+		if errors.As(err, &pe) && pe.Code == "22P02" {
+			switch {
+			case strings.Contains(pe.Message, fencedMarker):
+				return ErrLeaseLost
+			case strings.Contains(pe.Message, concurrentMarker):
+				return errConcurrentApply
+			}
 		}
 		return fmt.Errorf("projection: write tracking: %w", err)
 	})
+	return nil
+}
+
+// renumber appends the upsert's arguments after $1 to have (which
+// already holds the projection as $1) and shifts its placeholders $2… to
+// follow them.
+func renumber(sql string, upsertArgs, have []any) (string, []any) {
+	shift := len(have) - 1
+	if shift == 0 {
+		return sql, upsertArgs
+	}
+	var b strings.Builder
+	for i := 0; i < len(sql); i++ {
+		if sql[i] != '$' {
+			b.WriteByte(sql[i])
+			continue
+		}
+		j := i + 1
+		for j < len(sql) && sql[j] >= '0' && sql[j] <= '9' {
+			j++
+		}
+		n, err := strconv.Atoi(sql[i+1 : j])
+		if err != nil || n == 1 {
+			b.WriteString(sql[i:j])
+		} else {
+			b.WriteString("$" + strconv.Itoa(n+shift))
+		}
+		i = j - 1
+	}
+	return b.String(), append(have, upsertArgs[1:]...)
+}
+
+// writeFence is finishTx's fence as one statement per partition, checked
+// at once.
+func writeFence(ctx context.Context, tx Tx, projection string, fence []offsetRow) error {
+	for _, f := range fence {
+		n, err := tx.Exec(ctx, `UPDATE `+LeasesTable+` SET next_offset = $1
+WHERE projection = $2 AND topic = $3 AND kafka_partition = $4 AND generation = $5`,
+			f.next, projection, f.key.topic, f.key.partition, f.gen)
+		if err != nil {
+			return fmt.Errorf("projection: write offset: %w", err)
+		}
+		if n != 1 {
+			return ErrLeaseLost
+		}
+	}
 	return nil
 }
 

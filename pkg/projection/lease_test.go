@@ -1,0 +1,93 @@
+package projection_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/esflow/esflow/pkg/aggregate"
+	"github.com/esflow/esflow/pkg/projection"
+)
+
+// Two runners of one projection on one database share its partitions,
+// both apply, and when one stops the other takes its partitions over
+// from the offsets it committed: every event is applied exactly once.
+// On SQLite, where only the heartbeat tells a member's liveness, this is
+// the same path as on PostgreSQL for a clean stop (the stopping runner
+// releases its leases).
+func TestRunnersShareAndHandOverPartitions(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			b := startBroker(t)
+			w := newWriter(t, b.Addr())
+			db := be.open(t)
+			p := newCounts("shared_counts")
+			cfg := config(b)
+			cfg.LeaseTTL = time.Second
+			ra, err := projection.NewRunner(db, p, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rb, err := projection.NewRunner(db, p, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopA, stopB := run(t, ra), run(t, rb)
+			eventually(t, "both runners holding half of the partitions", 30*time.Second, func() bool {
+				return ra.Status().Leases == 4 && rb.Status().Leases == 4
+			})
+
+			first := worldEvents(t, 40, 3)
+			produce(t, w, messages(t, flatten(first)))
+			waitAll(t, rb, first)
+			if ra.Status().Applied == 0 || rb.Status().Applied == 0 {
+				t.Fatalf("applied %d and %d: both runners should have applied events", ra.Status().Applied, rb.Status().Applied)
+			}
+
+			if err := stopA(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			eventually(t, "the remaining runner holding every partition", 30*time.Second, func() bool {
+				return rb.Status().Leases == 8
+			})
+			second := worldEvents(t, 40, 3)
+			produce(t, w, messages(t, flatten(second)))
+			waitAll(t, rb, second)
+			if err := stopB(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			// The offsets moved with the leases: nothing was read twice.
+			a, bs := ra.Status(), rb.Status()
+			if a.Applied+bs.Applied != 240 || a.Duplicates+bs.Duplicates != 0 {
+				t.Fatalf("applied %d+%d, duplicates %d+%d; want 240 applied, no duplicate", a.Applied, bs.Applied, a.Duplicates, bs.Duplicates)
+			}
+			want := fmt.Sprintf("World=%d\n", 240)
+			for _, g := range sortedGroups(append(first, second...)) {
+				want += fmt.Sprintf("%s v%d %s\n", g.id, g.version, g.typ)
+			}
+			got, err := readModel(ctx, db, ra.Tables())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Fatalf("read model:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+// waitAll waits until r's read model includes every event of groups.
+func waitAll(t *testing.T, r *projection.Runner, groups [][]aggregate.Event) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, g := range groups {
+		last := g[len(g)-1]
+		if err := r.WaitFor(ctx, last.AggregateID, last.Version); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

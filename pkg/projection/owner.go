@@ -1,0 +1,462 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// owner is the membership and lease state of one Run: which partitions
+// this runner applies, each fed by its own partition reader. Only the
+// manage goroutine changes it; the apply loop reads lease.dropped.
+type owner struct {
+	r      *Runner
+	member int64
+	lost   <-chan struct{} // the member's session broke
+	unlock func()
+	out    chan<- item
+	held   map[partitionKey]*lease
+	// stopping are dropped leases whose readers may still be closing.
+	stopping []*lease
+	// nextDiscover is when to look for (new) partitions again.
+	nextDiscover  time.Time
+	lastHeartbeat time.Time
+}
+
+// manage keeps this runner's share of the partitions until ctx ends:
+// every LeaseCheck it renews its heartbeat when due, reads the leases and
+// the live members, drops leases it lost, hands over (releases) those
+// the assignment gives to another live member, and acquires the free
+// ones assigned to it. It returns when ctx ends, with every reader
+// stopped; the caller then calls handOver.
+func (o *owner) manage(ctx context.Context) {
+	r := o.r
+	t := time.NewTicker(r.cfg.LeaseCheck)
+	defer t.Stop()
+	if err := o.discover(ctx); err != nil && ctx.Err() == nil {
+		r.log.Warn("partition discovery", "error", err)
+	}
+	for {
+		if o.lost == nil {
+			if err := o.join(ctx); err != nil && ctx.Err() == nil {
+				r.setLeaseFailing(true)
+				r.hooks.Failed("lease", err)
+				r.log.Warn("joining as a member failed; retrying", "error", err)
+			}
+		}
+		if err := o.check(ctx); err != nil && ctx.Err() == nil {
+			r.setLeaseFailing(true)
+			r.hooks.Failed("lease", err)
+			r.log.Warn("lease check failed; retrying", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			o.stopAll()
+			return
+		case <-o.lost: // a nil channel (not a member) never fires
+			// The member's session is gone, and with it (on PostgreSQL) the
+			// others' view of this runner as alive: they may be taking its
+			// partitions already. Stop them all and come back as a new
+			// member at the next tick.
+			r.log.Warn("member session lost; rejoining as a new member", "member", o.member)
+			for _, l := range o.held {
+				o.drop(l)
+			}
+			o.reap()
+			o.unlock()
+			o.lost = nil
+		case <-t.C:
+		}
+	}
+}
+
+// discover lists the topics' partitions and creates their lease rows,
+// and forgets long-dead members. Run before the first join too, so that
+// a new member is ready to take its share the moment the others see it
+// (they hand partitions over as soon as its row appears).
+func (o *owner) discover(ctx context.Context) error {
+	r := o.r
+	parts, err := r.discoverPartitions(ctx)
+	o.nextDiscover = time.Now().Add(r.cfg.DiscoverInterval)
+	if len(parts) < len(r.p.Topics()) || err != nil {
+		o.nextDiscover = time.Now().Add(min(r.cfg.DiscoverInterval, 2*time.Second))
+	}
+	if err != nil {
+		r.log.Warn("partition discovery", "error", err)
+	}
+	if len(parts) > 0 {
+		if err := r.ensureLeaseRows(ctx, parts); err != nil {
+			return err
+		}
+	}
+	if err := r.forgetMembers(ctx); err != nil {
+		r.log.Warn("forget dead members", "error", err)
+	}
+	return nil
+}
+
+// join registers as a new member.
+func (o *owner) join(ctx context.Context) error {
+	m, lost, unlock, err := o.r.register(ctx)
+	if err != nil {
+		return err
+	}
+	o.member, o.lost, o.unlock, o.lastHeartbeat = m, lost, unlock, time.Now()
+	o.r.log.Info("joined as member", "member", m)
+	return nil
+}
+
+func (o *owner) check(ctx context.Context) error {
+	r := o.r
+	if o.lost == nil {
+		return nil // not a member now: manage rejoins
+	}
+	if time.Since(o.lastHeartbeat) >= r.cfg.HeartbeatInterval {
+		if err := r.heartbeat(ctx, o.member); err != nil {
+			return err
+		}
+		o.lastHeartbeat = time.Now()
+	}
+	if time.Now().After(o.nextDiscover) {
+		if err := o.discover(ctx); err != nil {
+			return err
+		}
+	}
+	defer o.reap()
+	rows, alive, err := r.readLeases(ctx)
+	if err != nil {
+		return err
+	}
+	if !alive[o.member] {
+		// Paused past LeaseTTL, or a clock step: the others may be taking
+		// over. Renew at once; what is lost shows in the rows below.
+		if err := r.heartbeat(ctx, o.member); err != nil {
+			return err
+		}
+		o.lastHeartbeat = time.Now()
+		alive[o.member] = true
+	}
+	members := make([]int64, 0, len(alive))
+	for m := range alive {
+		members = append(members, m)
+	}
+	keys := make([]partitionKey, 0, len(rows))
+	for k := range rows {
+		keys = append(keys, k)
+	}
+	want := assign(keys, members)
+
+	var handOver []*lease
+	for k, l := range o.held {
+		row, ok := rows[k]
+		switch {
+		case !ok || row.owner != o.member || row.generation != l.gen:
+			r.log.Warn("partition lease lost to another member", "topic", k.topic, "partition", k.partition,
+				"generation", l.gen, "owner", row.owner, "owner_generation", row.generation)
+			o.drop(l)
+		case want[k] != o.member:
+			handOver = append(handOver, l)
+		}
+	}
+	// Rows naming this member that it does not hold (a release that
+	// failed, say) would keep their partitions from the member they are
+	// assigned to: release them too.
+	var orphans []*lease
+	for k, row := range rows {
+		if row.owner == o.member && o.held[k] == nil && want[k] != o.member {
+			orphans = append(orphans, &lease{key: k, gen: row.generation})
+		}
+	}
+	if len(orphans) > 0 {
+		if err := r.releaseLeases(ctx, o.member, orphans, false); err != nil {
+			return err
+		}
+	}
+	if len(handOver) > 0 {
+		for _, l := range handOver {
+			o.drop(l) // the release does not wait for the readers to close
+		}
+		// Nor for the batch in flight, which may hold messages of these
+		// partitions: the release keeps the generation, so that batch still
+		// commits if it gets to the lease row before the next owner's
+		// acquisition (which then resumes after it), and is refused
+		// (ErrLeaseLost, retried without them) if it gets there after.
+		// Waiting for it would leave the partitions unapplied meanwhile.
+		if err := r.releaseLeases(ctx, o.member, handOver, false); err != nil {
+			return err
+		}
+		for _, l := range handOver {
+			r.log.Info("partition handed over", "topic", l.key.topic, "partition", l.key.partition, "generation", l.gen)
+		}
+	}
+	var free []leaseRow
+	for _, k := range keys {
+		row := rows[k]
+		if want[k] != o.member || o.held[k] != nil || (row.owner != 0 && alive[row.owner] && row.owner != o.member) {
+			continue
+		}
+		free = append(free, row)
+	}
+	got, err := r.acquire(ctx, o.member, free) // those someone else took meanwhile are left out
+	if err != nil {
+		return err
+	}
+	var fresh []partitionKey // no offset stored yet
+	for _, a := range got {
+		if a.nextOffset < 0 {
+			fresh = append(fresh, a.key)
+		}
+	}
+	initial := r.initialOffsets(ctx, fresh)
+	for _, a := range got {
+		from := a.nextOffset
+		if from < 0 {
+			from = initial[a.key]
+		}
+		o.start(ctx, a.key, a.generation, from)
+	}
+	r.mu.Lock()
+	r.leasesChecked, r.leaseFailing = true, false
+	r.owned = len(o.held)
+	r.mu.Unlock()
+	return nil
+}
+
+// start begins applying a partition just acquired at gen, from offset
+// from.
+func (o *owner) start(ctx context.Context, k partitionKey, gen, from int64) {
+	r := o.r
+	rctx, cancel := context.WithCancel(ctx)
+	l := &lease{key: k, gen: gen, start: from, cancel: cancel, done: make(chan struct{})}
+	o.held[k] = l
+	r.log.Info("partition acquired", "topic", k.topic, "partition", k.partition, "generation", gen, "offset", from)
+	go func() {
+		defer close(l.done)
+		r.readPartition(rctx, l, o.out)
+	}()
+}
+
+// drop stops applying a partition: the messages its reader fetched are
+// skipped from now on, and the reader is told to stop; reap waits for it.
+func (o *owner) drop(l *lease) {
+	l.dropped.Store(true)
+	l.cancel()
+	o.stopping = append(o.stopping, l)
+	delete(o.held, l.key)
+	r := o.r
+	r.mu.Lock()
+	delete(r.partitions, l.key)
+	r.owned = len(o.held)
+	r.mu.Unlock()
+}
+
+// reap waits for the readers of dropped leases to stop.
+func (o *owner) reap() {
+	for _, l := range o.stopping {
+		<-l.done
+	}
+	o.stopping = o.stopping[:0]
+}
+
+// stopAll tells every reader to stop; the leases stay held (handOver
+// releases them). It does not wait: handOver does, after the release.
+func (o *owner) stopAll() {
+	for _, l := range o.held {
+		l.cancel()
+	}
+}
+
+// handOver releases every lease still held and removes the member, once
+// the apply loop has finished: a replica shutting down (SIGTERM) gives
+// its partitions to the others at once instead of making them wait for
+// its heartbeat to go stale.
+func (o *owner) handOver(ctx context.Context) {
+	r := o.r
+	if o.lost == nil {
+		o.reap()
+		return
+	}
+	ls := make([]*lease, 0, len(o.held))
+	for _, l := range o.held {
+		l.dropped.Store(true)
+		ls = append(ls, l)
+	}
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := r.releaseLeases(hctx, o.member, ls, true); err != nil {
+		r.log.Warn("hand-over at shutdown failed; the others take over when this member's heartbeat goes stale", "error", err)
+	} else {
+		r.log.Info("partitions handed over at shutdown", "partitions", len(ls), "member", o.member)
+	}
+	o.unlock()
+	for _, l := range ls {
+		<-l.done
+	}
+	o.reap()
+	o.held = map[partitionKey]*lease{}
+}
+
+// initialOffsets is where partitions without a stored offset start: the
+// offset their consumer group committed (a projector upgraded from the
+// consumer-group runner continues where the group stopped), else the
+// first offset. Tracking makes either safe; the group's offset only
+// saves re-reading the topic.
+func (r *Runner) initialOffsets(ctx context.Context, keys []partitionKey) map[partitionKey]int64 {
+	out := make(map[partitionKey]int64, len(keys))
+	if len(keys) == 0 {
+		return out
+	}
+	req := &kafka.OffsetFetchRequest{GroupID: r.cfg.GroupID, Topics: map[string][]int{}}
+	for _, k := range keys {
+		out[k] = kafka.FirstOffset
+		req.Topics[k.topic] = append(req.Topics[k.topic], k.partition)
+	}
+	c := &kafka.Client{Addr: kafka.TCP(r.cfg.Brokers...), Timeout: 5 * time.Second, Transport: r.cfg.Transport}
+	res, err := c.OffsetFetch(ctx, req)
+	if err != nil || res.Error != nil {
+		return out
+	}
+	for topic, ps := range res.Topics {
+		for _, p := range ps {
+			k := partitionKey{topic, p.Partition}
+			if _, ok := out[k]; ok && p.Error == nil && p.CommittedOffset >= 0 {
+				out[k] = p.CommittedOffset
+			}
+		}
+	}
+	return out
+}
+
+// readPartition fetches one leased partition from l.start into out until
+// ctx ends. The reader heals itself (reconnects, retries); an offset the
+// partition does not hold (the broker lost its log: the embedded broker
+// keeps nothing across a restart) restarts it at the first offset.
+func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
+	offset := l.start
+	backoff := r.cfg.RetryBackoff
+	began, first := time.Now(), true
+	failed := false // the previous reader failed: Ready is false until this one proves it works
+	for ctx.Err() == nil {
+		rd := kafka.NewReader(kafka.ReaderConfig{
+			Brokers: r.cfg.Brokers, Topic: l.key.topic, Partition: l.key.partition, Dialer: r.cfg.Dialer,
+			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
+			QueueCapacity:         max(r.cfg.BatchSize, 100),
+			OffsetOutOfRangeError: true,
+			ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+				r.log.Debug("kafka reader", "topic", l.key.topic, "partition", l.key.partition, "error", fmt.Sprintf(msg, args...))
+			}),
+		})
+		if err := rd.SetOffset(offset); err != nil { // only a started or group reader refuses
+			r.log.Error("partition reader refused its offset", "topic", l.key.topic, "partition", l.key.partition, "error", err)
+			_ = rd.Close()
+			return
+		}
+		if failed {
+			// A fetch clears the trouble, but an idle partition may not
+			// fetch anything for long: reading its end offset shows that
+			// the broker answers again.
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if _, err := rd.ReadLag(lctx); err == nil {
+				r.setReaderTrouble(false)
+				failed = false
+			}
+			cancel()
+		}
+		for {
+			m, err := rd.FetchMessage(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				if errors.Is(err, kafka.OffsetOutOfRange) {
+					r.log.Warn("offset not on the broker; reading the partition from its first offset",
+						"topic", l.key.topic, "partition", l.key.partition, "offset", offset)
+					offset = kafka.FirstOffset
+				} else {
+					r.setReaderTrouble(true)
+					failed = true
+					r.hooks.Failed("fetch", err)
+					r.log.Warn("fetch failed; retrying", "topic", l.key.topic, "partition", l.key.partition, "error", err, "backoff", backoff)
+					sleep(ctx, backoff)
+					backoff = min(2*backoff, 5*time.Second)
+				}
+				break
+			}
+			backoff = r.cfg.RetryBackoff
+			offset = m.Offset + 1
+			if first {
+				first = false
+				// How long a takeover waits for the broker: the reader's
+				// connect, seek and first fetch.
+				r.log.Info("partition reading", "topic", l.key.topic, "partition", l.key.partition,
+					"offset", m.Offset, "first_message_after", time.Since(began).Round(time.Millisecond).String())
+			}
+			r.mu.Lock()
+			r.readerTrouble = time.Time{}
+			r.lastFetch = time.Now()
+			r.pending++
+			r.mu.Unlock()
+			it := item{m: m, lease: l}
+			it.e, it.bad = decodeMessage(m, r.cfg.Mapper)
+			select {
+			case out <- it:
+			case <-ctx.Done():
+				r.mu.Lock()
+				r.pending--
+				r.mu.Unlock()
+			}
+		}
+		_ = rd.Close()
+	}
+}
+
+// fenceFor returns, per leased partition of items, the offset after the
+// last of them: what the transaction applying items writes, conditional
+// on the lease's generation.
+func fenceFor(items []item) []offsetRow {
+	var out []offsetRow
+	at := map[*lease]int{}
+	for _, it := range items {
+		if it.lease == nil {
+			continue
+		}
+		if i, ok := at[it.lease]; ok {
+			out[i].next = max(out[i].next, it.m.Offset+1)
+			continue
+		}
+		at[it.lease] = len(out)
+		out = append(out, offsetRow{key: it.lease.key, gen: it.lease.gen, next: it.m.Offset + 1})
+	}
+	return out
+}
+
+// verifyLeases re-reads the leases after a transaction was fenced
+// (ErrLeaseLost) and marks the ones this runner lost as dropped, so the
+// retry leaves their messages out. The manage goroutine stops their
+// readers at its next check.
+func (r *Runner) verifyLeases(ctx context.Context, items []item) error {
+	rows, _, err := r.readLeases(ctx)
+	if err != nil {
+		return err
+	}
+	for _, it := range items {
+		l := it.lease
+		if l == nil || l.dropped.Load() {
+			continue
+		}
+		if row, ok := rows[l.key]; !ok || row.generation != l.gen {
+			l.dropped.Store(true)
+		}
+	}
+	return nil
+}
+
+// setLeaseFailing records whether the lease checks fail (see Ready).
+func (r *Runner) setLeaseFailing(failing bool) {
+	r.mu.Lock()
+	r.leaseFailing = failing
+	r.mu.Unlock()
+}
