@@ -41,12 +41,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func startRelay(t *testing.T, name, dbURL, brokers, httpAddr string) *proctest.Process {
+func startRelay(t *testing.T, name, dbURL, brokers, httpAddr string, extra ...string) *proctest.Process {
 	t.Helper()
 	return proctest.Start(t, proctest.Command{
 		Name:  name,
 		Path:  bins.Path(t, "."),
-		Args:  []string{"-http-addr", httpAddr, "-log-format", "text"},
+		Args:  append([]string{"-http-addr", httpAddr, "-log-format", "text"}, extra...),
 		Env:   []string{"DATABASE_URL=" + dbURL, "KAFKA_BROKERS=" + brokers},
 		Unset: []string{application.EnvDBURI, "KAFKA_*"},
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/eventstore"
@@ -58,6 +59,9 @@ type Config struct {
 	Outbox *outbox.Builder
 	// OutboxTable names the outbox table. Default "esflow_outbox".
 	OutboxTable string
+	// OutboxLease is how long a relay's shard lease lasts without renewal
+	// (PostgreSQL only; see outbox/postgres Config.Lease). Default 3s.
+	OutboxLease time.Duration
 }
 
 // Application ties an event store to its backend and a notification log:
@@ -155,7 +159,7 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 		app.recorder = s
 		migrate = s.Migrate
 		if cfg.Outbox != nil {
-			box, err := outboxpostgres.New(s, outboxpostgres.Config{OutboxTable: cfg.OutboxTable})
+			box, err := outboxpostgres.New(s, outboxpostgres.Config{OutboxTable: cfg.OutboxTable, Lease: cfg.OutboxLease})
 			if err != nil {
 				return nil, errors.Join(err, app.Close())
 			}

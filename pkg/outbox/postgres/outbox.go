@@ -30,6 +30,7 @@ const (
 	DefaultLockRetry      = 250 * time.Millisecond
 	DefaultPingInterval   = time.Second
 	DefaultNotifyInterval = time.Millisecond
+	DefaultLease          = 3 * time.Second
 )
 
 // MigrationsTable is the table, shared with the event store, in which
@@ -48,9 +49,18 @@ type Config struct {
 	// LockRetry is how often Lock retries a held shard (default
 	// [DefaultLockRetry]).
 	LockRetry time.Duration
-	// PingInterval is how often a held lock's connection is checked
-	// (default [DefaultPingInterval]).
+	// PingInterval is how often a held lock's lease is renewed, which
+	// also checks its connection (default [DefaultPingInterval]).
 	PingInterval time.Duration
+	// Lease is how long a shard's owner may go without renewing its lease
+	// (default [DefaultLease]; at least 2×PingInterval). A holder sends
+	// no produce request once Lease has passed since its last renewal was
+	// sent, and PostgreSQL ends its lock session after Lease of silence
+	// (idle_session_timeout, PostgreSQL 14+), so a paused holder loses
+	// the shard; a successor starts publishing only once the previous
+	// lease has expired. Failover after a crash therefore takes up to
+	// Lease plus LockRetry. See the relay's DESIGN.md, "Fencing".
+	Lease time.Duration
 	// NotifyInterval is the least time between two NOTIFYs of this
 	// Outbox (default [DefaultNotifyInterval]; negative: no gap). Commits
 	// within it share one NOTIFY, sent when it has passed, so a wake-up
@@ -97,6 +107,7 @@ type Outbox struct {
 	retry   time.Duration
 	ping    time.Duration
 	gap     time.Duration // between NOTIFYs, >= 0
+	lease   time.Duration
 
 	q  queries
 	fq fetchQueries
@@ -123,6 +134,7 @@ var (
 	_ eventstore.SnapshotRecorder = (*Outbox)(nil)
 	_ outbox.Source               = (*Outbox)(nil)
 	_ outbox.Locker               = (*Outbox)(nil)
+	_ outbox.FencedLocker         = (*Outbox)(nil)
 	_ outbox.Waker                = (*Outbox)(nil)
 )
 
@@ -154,6 +166,12 @@ func New(events *pgstore.Store, cfg Config) (*Outbox, error) {
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = DefaultPingInterval
 	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = max(DefaultLease, 2*cfg.PingInterval)
+	}
+	if cfg.Lease < 2*cfg.PingInterval {
+		return nil, fmt.Errorf("outbox/postgres: Lease %s is shorter than twice PingInterval %s", cfg.Lease, cfg.PingInterval)
+	}
 	switch {
 	case cfg.NotifyInterval == 0:
 		cfg.NotifyInterval = DefaultNotifyInterval
@@ -169,6 +187,7 @@ func New(events *pgstore.Store, cfg Config) (*Outbox, error) {
 		retry:   cfg.LockRetry,
 		ping:    cfg.PingInterval,
 		gap:     cfg.NotifyInterval,
+		lease:   cfg.Lease,
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		subs:    map[chan struct{}]struct{}{},
@@ -236,10 +255,11 @@ func (o *Outbox) Migrate(ctx context.Context) error {
 		return fmt.Errorf("outbox/postgres: migrate: %w", err)
 	}
 	q := eventstore.Quote
-	n := struct{ Table, ParkedIndex, Guard string }{
+	n := struct{ Table, ParkedIndex, Guard, Leases string }{
 		Table:       q(o.table),
 		ParkedIndex: q(o.table + "_parked_idx"),
 		Guard:       q(o.table + "_chain_guard"),
+		Leases:      q(o.table + "_lease"),
 	}
 	err = pgx.BeginFunc(ctx, o.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {

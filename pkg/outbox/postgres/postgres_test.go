@@ -96,10 +96,12 @@ func TestMigrateIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	for _, table := range []string{o.Table(), o2.Table(), "events"} {
+	// The outbox's migrations: 0001 table, 0002 chain guard, 0003 lease.
+	want := map[string]int{o.Table(): 3, o2.Table(): 3, "events": 2}
+	for table, w := range want {
 		var n int
-		if err := conn.QueryRow(ctx, `SELECT count(*) FROM esflow_schema_migrations WHERE table_name = $1`, table).Scan(&n); err != nil || n != 2 {
-			t.Errorf("migrations recorded for %s: %d, %v; want 2", table, n, err)
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM esflow_schema_migrations WHERE table_name = $1`, table).Scan(&n); err != nil || n != w {
+			t.Errorf("migrations recorded for %s: %d, %v; want %d", table, n, err, w)
 		}
 	}
 	if err := o2.AppendWithOutbox(ctx, nil, []outbox.Message{{Topic: "t", Key: []byte("k")}}); err != nil {
