@@ -68,6 +68,22 @@ type Config struct {
 	// writers commit faster than one per interval, and not at all
 	// otherwise. Relays in this process are woken at once regardless.
 	NotifyInterval time.Duration
+
+	// WAL selects the WAL mode, for PostgreSQL with wal_level=logical:
+	// AppendWithOutbox emits each message as a transactional
+	// logical-decoding message (pg_logical_emit_message) in the events'
+	// transaction instead of inserting an outbox row, and relays read them
+	// from a replication slot through [Outbox.WALSource]. Every writer and
+	// relay of one outbox must agree. Default false: the outbox table.
+	// See WAL.md.
+	WAL bool
+	// MessagePrefix is the prefix of the WAL mode's messages; relays skip
+	// messages with other prefixes. Default: OutboxTable.
+	MessagePrefix string
+	// Slot and Publication name the WAL mode's replication slot and the
+	// (empty) pgoutput publication it decodes with. Defaults: OutboxTable
+	// + "_slot" and OutboxTable + "_pub". Same rules as OutboxTable.
+	Slot, Publication string
 }
 
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
@@ -108,6 +124,13 @@ type Outbox struct {
 	ping    time.Duration
 	gap     time.Duration // between NOTIFYs, >= 0
 	lease   time.Duration
+
+	// WAL mode (Config.WAL); see wal.go.
+	wal         bool
+	prefix      string
+	slot        string // raw, validated
+	publication string // raw, validated
+	wq          walQueries
 
 	q  queries
 	fq fetchQueries
@@ -160,6 +183,21 @@ func New(events *pgstore.Store, cfg Config) (*Outbox, error) {
 	if cfg.OutboxTable == schema.Table || cfg.OutboxTable == schema.SnapshotTable {
 		return nil, fmt.Errorf("outbox/postgres: %w: outbox table %q is an event store table", eventstore.ErrInvalidIdentifier, cfg.OutboxTable)
 	}
+	if cfg.MessagePrefix == "" {
+		cfg.MessagePrefix = cfg.OutboxTable
+	}
+	if cfg.Slot == "" {
+		cfg.Slot = cfg.OutboxTable + "_slot"
+	}
+	if cfg.Publication == "" {
+		cfg.Publication = cfg.OutboxTable + "_pub"
+	}
+	if err := ValidIdentifier("replication slot", cfg.Slot); err != nil {
+		return nil, fmt.Errorf("outbox/postgres: %w", err)
+	}
+	if err := ValidIdentifier("publication", cfg.Publication); err != nil {
+		return nil, fmt.Errorf("outbox/postgres: %w", err)
+	}
 	if cfg.LockRetry <= 0 {
 		cfg.LockRetry = DefaultLockRetry
 	}
@@ -188,12 +226,20 @@ func New(events *pgstore.Store, cfg Config) (*Outbox, error) {
 		ping:    cfg.PingInterval,
 		gap:     cfg.NotifyInterval,
 		lease:   cfg.Lease,
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		subs:    map[chan struct{}]struct{}{},
+
+		wal:         cfg.WAL,
+		prefix:      cfg.MessagePrefix,
+		slot:        cfg.Slot,
+		publication: cfg.Publication,
+		kick:        make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+		subs:        map[chan struct{}]struct{}{},
 	}
 	o.q = buildQueries(schema, o.table)
 	o.fq = buildFetchQueries(o.table)
+	if o.wal {
+		o.wq = buildWALQueries(schema, o.table)
+	}
 	return o, nil
 }
 
@@ -304,6 +350,9 @@ func (o *Outbox) Migrate(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("outbox/postgres: migrate: %w", err)
+	}
+	if o.wal {
+		return o.migrateWAL(ctx)
 	}
 	return nil
 }

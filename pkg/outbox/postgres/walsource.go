@@ -1,0 +1,660 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/esflow/esflow/pkg/eventstore"
+	"github.com/esflow/esflow/pkg/outbox"
+)
+
+// Defaults of [WALConfig].
+const (
+	DefaultStatusInterval = time.Second
+	DefaultMaxBuffered    = 65536
+)
+
+// WALConfig configures a [WALSource]. The zero value is usable.
+type WALConfig struct {
+	// StatusInterval is the longest time between two reports of the
+	// confirmed position to the server (they are also the stream's
+	// keepalive; keep it well below wal_sender_timeout, 60 s by default).
+	// Default [DefaultStatusInterval].
+	StatusInterval time.Duration
+	// MaxBuffered is the most decoded, unacknowledged messages held in
+	// memory; when reached, the stream is not read until the relay has
+	// published some (the server then keeps the WAL). Default
+	// [DefaultMaxBuffered].
+	MaxBuffered int
+	// Logger receives the reason a stream failed. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// WALSource is the relay's side of a WAL-mode outbox: it implements
+// [outbox.Source], [outbox.FencedLocker] and [outbox.Waker] (and the
+// relay's ExceptFetcher) over the outbox's replication slot.
+//
+// Lock takes the outbox's shard lease (as the table mode does, so a paused
+// owner is fenced out the same way), then starts replication from the
+// slot: pgoutput with messages on, over an empty publication, so only the
+// logical messages arrive, each transaction's at its commit, in commit
+// order. The decoded messages are held in memory; Fetch returns the
+// oldest not yet deleted, Delete marks them published, and the position
+// confirmed to the server (the slot's confirmed_flush_lsn) is the end of
+// the last transaction all of whose messages, and all earlier ones', were
+// deleted or parked. A relay that dies re-reads everything after that
+// position: messages are published again, never lost. The WAL mode
+// publishes the whole outbox (one slot): its shard must be the whole.
+type WALSource struct {
+	o   *Outbox
+	cfg WALConfig
+
+	mu sync.Mutex
+	st *stream // while locked
+
+	ids atomic.Int64 // message ids, unique across streams
+
+	subsMu sync.Mutex
+	subs   map[chan struct{}]struct{}
+}
+
+var (
+	_ outbox.Source       = (*WALSource)(nil)
+	_ outbox.FencedLocker = (*WALSource)(nil)
+	_ outbox.Waker        = (*WALSource)(nil)
+)
+
+// ErrNotStreaming is returned by a WALSource's Fetch, Delete and Park
+// while it does not hold the slot.
+var ErrNotStreaming = errors.New("outbox/postgres: WAL source does not hold its slot")
+
+// WALSource returns the relay's side of the WAL mode; the outbox must
+// have been made with Config.WAL. It does no I/O until Lock.
+func (o *Outbox) WALSource(cfg WALConfig) (*WALSource, error) {
+	if !o.wal {
+		return nil, errors.New("outbox/postgres: WALSource of an outbox not in the WAL mode (Config.WAL)")
+	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = DefaultStatusInterval
+	}
+	if cfg.MaxBuffered <= 0 {
+		cfg.MaxBuffered = DefaultMaxBuffered
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &WALSource{o: o, cfg: cfg, subs: map[chan struct{}]struct{}{}}, nil
+}
+
+// Slot returns the replication slot's name.
+func (s *WALSource) Slot() string { return s.o.slot }
+
+func (s *WALSource) stream() (*stream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.st == nil {
+		return nil, ErrNotStreaming
+	}
+	return s.st, nil
+}
+
+// Fetch implements [outbox.Source]: the oldest undeleted decoded
+// messages, in commit order.
+func (s *WALSource) Fetch(ctx context.Context, shard outbox.Shard, limit int) ([]outbox.Message, error) {
+	return s.FetchExcept(ctx, shard, limit, nil)
+}
+
+// FetchExcept is Fetch skipping the ids in except (ascending).
+func (s *WALSource) FetchExcept(_ context.Context, shard outbox.Shard, limit int, except []int64) ([]outbox.Message, error) {
+	if err := walShard(shard); err != nil {
+		return nil, err
+	}
+	st, err := s.stream()
+	if err != nil {
+		return nil, err
+	}
+	return st.fetch(limit, except), nil
+}
+
+// Delete implements [outbox.Source]: the messages were published; once
+// all messages of a transaction and of every earlier one are, the
+// transaction's end is confirmed to the server.
+func (s *WALSource) Delete(_ context.Context, ids []int64) error {
+	st, err := s.stream()
+	if err != nil {
+		return err
+	}
+	st.done(ids)
+	return nil
+}
+
+// Park implements [outbox.Source]: the message is written to the outbox
+// table as a parked row (with the reason), where the table mode keeps
+// its parked messages too ([Outbox.Parked] counts them), and then counts
+// as published.
+func (s *WALSource) Park(ctx context.Context, id int64, reason string) error {
+	st, err := s.stream()
+	if err != nil {
+		return err
+	}
+	m, ok := st.message(id)
+	if !ok {
+		return fmt.Errorf("outbox/postgres: park message %d: %w", id, errUnknownID)
+	}
+	h, err := outbox.EncodeHeaders(m.Headers)
+	if err != nil {
+		return fmt.Errorf("outbox/postgres: park message %d: %w", id, err)
+	}
+	if _, err := s.o.pool.Exec(ctx, `INSERT INTO `+eventstore.Quote(s.o.table)+` (topic, key, value, headers, key_hash, created_at, parked_at, park_reason)
+VALUES ($1, $2, $3, $4, $5, $6, now(), $7)`, m.Topic, m.Key, m.Value, h, outbox.KeyHash(m.Key), m.CreatedAt, reason); err != nil {
+		return fmt.Errorf("outbox/postgres: park message %d: %w", id, err)
+	}
+	st.done([]int64{id})
+	return nil
+}
+
+var errUnknownID = errors.New("no such decoded message")
+
+// Backlog implements [outbox.Source]: the decoded messages not yet
+// published. WAL not yet decoded is not counted; [WALSource.SlotLag]
+// measures it in bytes. Without the slot it is empty.
+func (s *WALSource) Backlog(_ context.Context, shard outbox.Shard) (outbox.Backlog, error) {
+	if err := walShard(shard); err != nil {
+		return outbox.Backlog{}, err
+	}
+	st, err := s.stream()
+	if err != nil {
+		return outbox.Backlog{}, nil
+	}
+	return st.backlog(), nil
+}
+
+// SlotLag reports the slot's WAL, in bytes: retained is what the server
+// keeps for it (from restart_lsn), unconfirmed what was written after its
+// confirmed position (what a relay has yet to publish, or to confirm),
+// and limit is max_slot_wal_keep_size in bytes (-1: unlimited), past
+// which PostgreSQL invalidates the slot.
+func (s *WALSource) SlotLag(ctx context.Context) (retained, unconfirmed, limit int64, err error) {
+	var r, u *float64
+	var mb int64
+	err = s.o.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8,
+    pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::float8,
+    (SELECT setting::bigint FROM pg_settings WHERE name = 'max_slot_wal_keep_size')
+FROM pg_replication_slots WHERE slot_name = $1`, s.o.slot).Scan(&r, &u, &mb)
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("outbox/postgres: slot %s: %w", s.o.slot, err)
+	}
+	limit = -1
+	if mb >= 0 {
+		limit = mb << 20
+	}
+	if r != nil {
+		retained = int64(*r)
+	}
+	if u != nil {
+		unconfirmed = int64(*u)
+	}
+	return retained, unconfirmed, limit, nil
+}
+
+func walShard(shard outbox.Shard) error {
+	if !shard.Valid() || shard.Count > 1 {
+		return fmt.Errorf("outbox/postgres: the WAL mode publishes the whole outbox from one slot, not shard %d/%d", shard.Index, shard.Count)
+	}
+	return nil
+}
+
+// Lock implements [outbox.Locker]: LockFenced without the fence.
+func (s *WALSource) Lock(ctx context.Context, shard outbox.Shard) (<-chan struct{}, func(), error) {
+	_, lost, release, err := s.LockFenced(ctx, shard)
+	return lost, release, err
+}
+
+// LockFenced implements [outbox.FencedLocker]: the outbox's lease (see
+// [Outbox.LockFenced]), then the slot. A walsender still streaming the
+// slot belongs to an owner whose lease has expired (a paused relay whose
+// session the server has not dropped yet): it is terminated, so the slot
+// is free at once. lost closes when the lease or the stream fails.
+func (s *WALSource) LockFenced(ctx context.Context, shard outbox.Shard) (outbox.Fence, <-chan struct{}, func(), error) {
+	if err := walShard(shard); err != nil {
+		return nil, nil, nil, err
+	}
+	fence, lost0, release0, err := s.o.LockFenced(ctx, shard)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	conn, err := s.startReplication(ctx)
+	if err != nil {
+		release0()
+		return nil, nil, nil, fmt.Errorf("outbox/postgres: slot %s: %w", s.o.slot, err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	st := &stream{
+		src: s, conn: conn, cancel: cancel,
+		first: s.ids.Load() + 1, lost: make(chan struct{}), ended: make(chan struct{}),
+		space: make(chan struct{}, 1),
+	}
+	s.mu.Lock()
+	s.st = st
+	s.mu.Unlock()
+	go st.run(rctx)
+
+	lost := make(chan struct{})
+	var once sync.Once
+	go func() {
+		select {
+		case <-lost0:
+		case <-st.lost:
+		case <-st.ended:
+		}
+		once.Do(func() { close(lost) })
+	}()
+	var relOnce sync.Once
+	release := func() {
+		relOnce.Do(func() {
+			cancel()
+			<-st.ended
+			s.mu.Lock()
+			if s.st == st {
+				s.st = nil
+			}
+			s.mu.Unlock()
+			cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = conn.Close(cctx)
+			ccancel()
+			release0()
+			once.Do(func() { close(lost) })
+		})
+	}
+	return fence, lost, release, nil
+}
+
+// slotInUse is SQLSTATE 55006, raised by START_REPLICATION while another
+// walsender streams the slot.
+const slotInUse = "55006"
+
+func (s *WALSource) startReplication(ctx context.Context) (*pgconn.PgConn, error) {
+	cfg := s.o.pool.Config().ConnConfig.Config.Copy()
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("replication connection: %w", err)
+	}
+	args := []string{"proto_version '1'", "publication_names '" + s.o.publication + "'", "messages 'true'"}
+	for attempt := 0; ; attempt++ {
+		// We hold the lease: whoever streams the slot is fenced already.
+		if _, err := s.o.pool.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+WHERE slot_name = $1 AND active_pid IS NOT NULL AND active_pid <> $2`, s.o.slot, int32(conn.PID())); err != nil {
+			_ = conn.Close(ctx)
+			return nil, fmt.Errorf("free the slot: %w", err)
+		}
+		err = pglogrepl.StartReplication(ctx, conn, s.o.slot, 0, pglogrepl.StartReplicationOptions{
+			Mode: pglogrepl.LogicalReplication, PluginArgs: args,
+		})
+		var pgErr *pgconn.PgError
+		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != slotInUse || attempt >= 50 {
+			break
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			_ = conn.Close(context.Background())
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+	if err != nil {
+		_ = conn.Close(context.Background())
+		return nil, fmt.Errorf("start replication: %w", err)
+	}
+	return conn, nil
+}
+
+// Wake implements [outbox.Waker]: the channel receives when a decoded
+// transaction brought messages. It is closed when ctx ends.
+func (s *WALSource) Wake(ctx context.Context) (<-chan struct{}, error) {
+	out := make(chan struct{}, 1)
+	s.subsMu.Lock()
+	s.subs[out] = struct{}{}
+	s.subsMu.Unlock()
+	go func() {
+		<-ctx.Done()
+		s.subsMu.Lock()
+		delete(s.subs, out)
+		close(out)
+		s.subsMu.Unlock()
+	}()
+	return out, nil
+}
+
+func (s *WALSource) wake() {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	for ch := range s.subs {
+		nudge(ch)
+	}
+}
+
+// stream is one replication session: its reader goroutine decodes into
+// entries; the relay fetches and deletes them.
+type stream struct {
+	src    *WALSource
+	conn   *pgconn.PgConn // owned by run
+	cancel context.CancelFunc
+	lost   chan struct{} // closed by run on a stream failure
+	ended  chan struct{} // closed when run returned
+	space  chan struct{} // nudged by done when entries were freed
+
+	mu        sync.Mutex
+	entries   []entry // ids first, first+1, …
+	first     int64
+	txns      []*txn // committed, not yet confirmed, in commit order
+	open      *txn   // between Begin and Commit
+	confirmed pglogrepl.LSN
+	arena     arena
+}
+
+type entry struct {
+	msg  outbox.Message
+	txn  *txn
+	done bool
+}
+
+type txn struct {
+	end       pglogrepl.LSN
+	commit    time.Time
+	remaining int
+	committed bool
+}
+
+func (st *stream) fetch(limit int, except []int64) []outbox.Message {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	out := make([]outbox.Message, 0, min(limit, len(st.entries)))
+	for i := range st.entries {
+		e := &st.entries[i]
+		if e.done {
+			continue
+		}
+		if _, skip := slices.BinarySearch(except, e.msg.ID); skip {
+			continue
+		}
+		out = append(out, e.msg)
+		if len(out) == limit {
+			break
+		}
+	}
+	return out
+}
+
+func (st *stream) message(id int64) (outbox.Message, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	i := id - st.first
+	if i < 0 || i >= int64(len(st.entries)) || st.entries[i].done {
+		return outbox.Message{}, false
+	}
+	return st.entries[i].msg, true
+}
+
+// done marks ids published and advances the confirmed position.
+func (st *stream) done(ids []int64) {
+	st.mu.Lock()
+	for _, id := range ids {
+		i := id - st.first
+		if i < 0 || i >= int64(len(st.entries)) || st.entries[i].done {
+			continue // an earlier stream's, or twice
+		}
+		e := &st.entries[i]
+		e.done = true
+		e.txn.remaining--
+	}
+	n := 0
+	for n < len(st.entries) && st.entries[n].done {
+		n++
+	}
+	if n > 0 {
+		clear(st.entries[:n])
+		st.entries = st.entries[n:]
+		st.first += int64(n)
+	}
+	st.advance()
+	st.mu.Unlock()
+	nudge(st.space)
+}
+
+// advance confirms the transactions at the head that are finished. Called
+// with mu held.
+func (st *stream) advance() {
+	for len(st.txns) > 0 && st.txns[0].remaining == 0 {
+		st.confirmed = max(st.confirmed, st.txns[0].end)
+		st.txns[0] = nil
+		st.txns = st.txns[1:]
+	}
+}
+
+func (st *stream) backlog() outbox.Backlog {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var b outbox.Backlog
+	for i := range st.entries {
+		if !st.entries[i].done {
+			if b.Messages == 0 {
+				b.Oldest = st.entries[i].msg.CreatedAt
+			}
+			b.Messages++
+		}
+	}
+	return b
+}
+
+func (st *stream) full() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.entries) >= st.src.cfg.MaxBuffered
+}
+
+// run reads the stream until ctx ends (release) or it fails (lost).
+func (st *stream) run(ctx context.Context) {
+	defer close(st.ended)
+	interval := st.src.cfg.StatusInterval
+	var sent pglogrepl.LSN
+	status := func() error {
+		st.mu.Lock()
+		pos := st.confirmed
+		st.mu.Unlock()
+		if err := pglogrepl.SendStandbyStatusUpdate(ctx, st.conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pos}); err != nil {
+			return err
+		}
+		sent = pos
+		return nil
+	}
+	fail := func(err error) {
+		if ctx.Err() == nil {
+			st.src.cfg.Logger.Warn("outbox/postgres: replication stream failed", "slot", st.src.o.slot, "err", err)
+			close(st.lost)
+		}
+	}
+	defer func() {
+		// Confirm what was published before the session ends: otherwise
+		// it would only be published again.
+		if ctx.Err() != nil {
+			st.mu.Lock()
+			pos := st.confirmed
+			st.mu.Unlock()
+			if pos > sent {
+				_ = pglogrepl.SendStandbyStatusUpdate(context.Background(), st.conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pos})
+			}
+		}
+	}()
+	var next time.Time
+	var w window
+	defer w.stop()
+	w.reset(ctx, interval, &next)
+	for ctx.Err() == nil {
+		if time.Now().After(next) {
+			if err := status(); err != nil {
+				fail(err)
+				return
+			}
+			w.reset(ctx, interval, &next)
+		}
+		if st.full() {
+			// Let the relay catch up; the status updates keep the
+			// session alive meanwhile.
+			t := time.NewTimer(time.Until(next))
+			select {
+			case <-ctx.Done():
+			case <-st.space:
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		msg, err := st.conn.ReceiveMessage(w.ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if pgconn.Timeout(err) {
+				next = time.Now() // send a status now
+				continue
+			}
+			fail(err)
+			return
+		}
+		reply, err := st.handle(msg)
+		if err != nil {
+			fail(err)
+			return
+		}
+		st.mu.Lock()
+		advanced := st.confirmed > sent
+		st.mu.Unlock()
+		if reply || advanced && time.Until(next) < interval-interval/10 {
+			// Asked for, or something to confirm and the last report is
+			// a tenth of an interval old: report now.
+			next = time.Now()
+		}
+	}
+}
+
+// handle decodes one message of the stream. reply reports a keepalive
+// that asks for an answer.
+func (st *stream) handle(msg pgproto3.BackendMessage) (reply bool, err error) {
+	switch m := msg.(type) {
+	case *pgproto3.ErrorResponse:
+		return false, pgconn.ErrorResponseToPgError(m)
+	case *pgproto3.CopyData:
+		if len(m.Data) == 0 {
+			return false, nil
+		}
+		switch m.Data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			k, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+			if err != nil {
+				return false, err
+			}
+			st.mu.Lock()
+			// Everything the server decoded before WALEnd arrived before
+			// this keepalive: with nothing open or unpublished, all of it
+			// is done.
+			if len(st.txns) == 0 && st.open == nil {
+				st.confirmed = max(st.confirmed, k.ServerWALEnd)
+			}
+			st.mu.Unlock()
+			return k.ReplyRequested, nil
+		case pglogrepl.XLogDataByteID:
+			x, err := pglogrepl.ParseXLogData(m.Data[1:])
+			if err != nil {
+				return false, err
+			}
+			return false, st.decode(x.WALData)
+		}
+	}
+	return false, nil
+}
+
+func (st *stream) decode(data []byte) error {
+	lm, err := pglogrepl.Parse(data)
+	if err != nil {
+		return fmt.Errorf("decode pgoutput: %w", err)
+	}
+	switch v := lm.(type) {
+	case *pglogrepl.BeginMessage:
+		st.mu.Lock()
+		st.open = &txn{commit: v.CommitTime}
+		st.mu.Unlock()
+	case *pglogrepl.LogicalDecodingMessage:
+		if !v.Transactional || v.Prefix != st.src.o.prefix {
+			return nil
+		}
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if st.open == nil {
+			return errors.New("logical message outside a transaction")
+		}
+		// Content aliases the connection's read buffer: copy it.
+		m, err := decodeWAL(st.arena.copy(v.Content), &st.arena)
+		if err != nil {
+			return fmt.Errorf("message at %s: %w", v.LSN, err)
+		}
+		m.ID = st.src.ids.Add(1)
+		m.CreatedAt = st.open.commit
+		if want := st.first + int64(len(st.entries)); m.ID != want {
+			return fmt.Errorf("message id %d, want %d", m.ID, want)
+		}
+		st.entries = append(st.entries, entry{msg: m, txn: st.open})
+		st.open.remaining++
+	case *pglogrepl.CommitMessage:
+		st.mu.Lock()
+		t := st.open
+		st.open = nil
+		if t == nil {
+			st.mu.Unlock()
+			return errors.New("commit without begin")
+		}
+		t.end, t.committed = v.TransactionEndLSN, true
+		st.txns = append(st.txns, t)
+		st.advance()
+		brought := len(st.entries) > 0
+		st.mu.Unlock()
+		if brought {
+			st.src.wake()
+		}
+	}
+	return nil
+}
+
+// window is the deadline of the receives until the next status report:
+// one context per interval rather than one per message.
+type window struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (w *window) reset(parent context.Context, interval time.Duration, next *time.Time) {
+	w.stop()
+	*next = time.Now().Add(interval)
+	w.ctx, w.cancel = context.WithDeadline(parent, *next)
+}
+
+func (w *window) stop() {
+	if w.cancel != nil {
+		w.cancel()
+	}
+}
