@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/esflow/esflow/internal/pgtest"
+	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/internal/proctest"
 )
 
@@ -112,19 +113,25 @@ func fenceErrors(addr string) (float64, error) {
 // versions go backwards, beyond redeliveries that catch up, and that
 // nothing committed is missing. The roles then swap, for several cycles.
 func TestPausedRelayIsFenced(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(string(mode), func(t *testing.T) { testPausedRelayIsFenced(t, mode) })
+	}
+}
+
+func testPausedRelayIsFenced(t *testing.T, mode application.OutboxMode) {
 	dbURL := pgtest.NewDatabase(t)
 	b := startBroker(t, "127.0.0.1:0")
-	app := newApp(t, dbURL)
+	app := newApp(t, dbURL, mode)
 	l := newLedger()
 	c := startChecker(t, b.Addr())
 
 	const lease = "2s"
 	addrs := []string{proctest.FreeAddr(t), proctest.FreeAddr(t)}
 	relays := []*proctest.Process{
-		startRelay(t, "R0", dbURL, b.Addr(), addrs[0], "-lease", lease, "-batch-size", "50"),
+		startRelay(t, "R0", dbURL, b.Addr(), addrs[0], "-lease", lease, "-batch-size", "50", "-outbox-mode", string(mode)),
 	}
 	waitMetric(t, relays[0], addrs[0], "esflow_relay_active", 1, 15*time.Second)
-	relays = append(relays, startRelay(t, "R1", dbURL, b.Addr(), addrs[1], "-lease", lease, "-batch-size", "50"))
+	relays = append(relays, startRelay(t, "R1", dbURL, b.Addr(), addrs[1], "-lease", lease, "-batch-size", "50", "-outbox-mode", string(mode)))
 	waitMetric(t, relays[1], addrs[1], "esflow_relay_active", 0, 15*time.Second)
 
 	stopWriters := startWriters(t, app, l, 3)

@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Ad
 		table       = fs.String("outbox-table", "", "outbox table name (default esflow_outbox)")
 		migrate     = fs.Bool("migrate", true, "create the outbox tables if missing")
 		logFormat   = fs.String("log-format", "json", "log format: json or text")
+		mode        = fs.String("outbox-mode", os.Getenv(application.EnvOutboxMode), "PostgreSQL outbox mode: table (default) or wal (logical decoding; env ESFLOW_OUTBOX_MODE)")
 		lease       = fs.Duration("lease", 0, "PostgreSQL shard lease: a paused owner stops publishing, and a successor starts, after this long (default 3s)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -80,7 +81,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Ad
 		return errors.New("DATABASE_URL is required")
 	}
 	app, err := application.New(ctx, application.Config{
-		DatabaseURL: dbURL, Outbox: &outbox.Builder{}, OutboxTable: *table, OutboxLease: *lease, CreateTables: *migrate, Logger: log,
+		DatabaseURL: dbURL, Outbox: &outbox.Builder{}, OutboxTable: *table, OutboxLease: *lease, OutboxMode: application.OutboxMode(*mode), CreateTables: *migrate, Logger: log,
 	})
 	if err != nil {
 		return err

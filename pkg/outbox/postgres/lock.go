@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -87,7 +88,18 @@ func (o *Outbox) LockFenced(ctx context.Context, shard outbox.Shard) (outbox.Fen
 		func(ctx context.Context) error { return f.renew(ctx, conn) },
 		// The connection carries the lease's session settings: it is
 		// closed rather than returned to the pool, which frees the lock.
-		func(bool) { discard(conn) })
+		func(failed bool) {
+			// Revoke the fence first: a produce retry still running in
+			// the background checks it. Then the lease can end now, and a
+			// successor need not wait for it.
+			f.revoke()
+			if !failed {
+				ectx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, _ = conn.Exec(ectx, f.endSQL, f.key, f.gen)
+				cancel()
+			}
+			discard(conn)
+		})
 	return f, lost, release, nil
 }
 
@@ -99,6 +111,7 @@ type fence struct {
 	key      int64
 	gen      int64
 	renewSQL string
+	endSQL   string
 	base     time.Time
 	until    atomic.Int64
 }
@@ -120,6 +133,8 @@ func (f *fence) Deadline() time.Time { return f.base.Add(time.Duration(f.until.L
 // that succeeded was sent: the server computed its expiry as now() +
 // Lease, later than that. A tenth of the lease is kept as a margin for a
 // produce request sent just before the deadline to reach the broker.
+func (f *fence) revoke() { f.until.Store(math.MinInt64) }
+
 func (f *fence) extend(sent time.Time) {
 	f.until.Store(int64(sent.Sub(f.base) + f.o.lease - f.o.lease/10))
 }
@@ -139,6 +154,9 @@ RETURNING generation,
     coalesce(greatest(0, extract(epoch FROM (SELECT expires_at FROM prev) - now()) * 1000), 0)::float8`
 	renewLeaseSQL = `UPDATE %[1]s SET expires_at = now() + $3 * interval '1 millisecond'
 WHERE lock_key = $1 AND generation = $2`
+	// endLease is a clean release: the holder has stopped publishing and
+	// revoked its fence.
+	endLeaseSQL = `UPDATE %[1]s SET expires_at = now() WHERE lock_key = $1 AND generation = $2`
 )
 
 // sessionSettings make the lock's session end by itself after a lease of
@@ -167,7 +185,7 @@ func (o *Outbox) claimLease(ctx context.Context, conn *pgxpool.Conn, key int64) 
 		}
 	}
 	leases := eventstore.Quote(o.table + "_lease")
-	f := &fence{o: o, key: key, renewSQL: fmt.Sprintf(renewLeaseSQL, leases), base: time.Now()}
+	f := &fence{o: o, key: key, renewSQL: fmt.Sprintf(renewLeaseSQL, leases), endSQL: fmt.Sprintf(endLeaseSQL, leases), base: time.Now()}
 	var waitMS float64
 	if err := conn.QueryRow(ctx, fmt.Sprintf(claimLeaseSQL, leases), key, ms).Scan(&f.gen, &waitMS); err != nil {
 		return nil, fmt.Errorf("claim lease: %w", err)

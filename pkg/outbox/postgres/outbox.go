@@ -50,7 +50,8 @@ type Config struct {
 	// [DefaultLockRetry]).
 	LockRetry time.Duration
 	// PingInterval is how often a held lock's lease is renewed, which
-	// also checks its connection (default [DefaultPingInterval]).
+	// also checks its connection (default [DefaultPingInterval], or a
+	// third of Lease if that is shorter).
 	PingInterval time.Duration
 	// Lease is how long a shard's owner may go without renewing its lease
 	// (default [DefaultLease]; at least 2×PingInterval). A holder sends
@@ -203,6 +204,9 @@ func New(events *pgstore.Store, cfg Config) (*Outbox, error) {
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = DefaultPingInterval
+		if cfg.Lease > 0 {
+			cfg.PingInterval = min(DefaultPingInterval, cfg.Lease/3)
+		}
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = max(DefaultLease, 2*cfg.PingInterval)
