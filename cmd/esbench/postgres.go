@@ -47,7 +47,10 @@ func startPostgres(ctx context.Context, say func(string, ...any)) (*pgServer, er
 		return &pgServer{admin: u}, nil
 	}
 	say("postgres: starting a throwaway cluster (initdb, postgres; default settings)")
-	c, err := pgcluster.Start(ctx, pgcluster.Options{DirPrefix: "esbench-pg-"})
+	// wal_level=logical, the one change from the defaults: W1-W3 run the
+	// WAL outbox mode (a replication slot) beside the table mode, and both
+	// modes run on the same server settings.
+	c, err := pgcluster.Start(ctx, pgcluster.Options{DirPrefix: "esbench-pg-", Settings: []string{"wal_level=logical"}})
 	if errors.Is(err, pgcluster.ErrNoBinaries) {
 		return nil, fmt.Errorf("%w; install PostgreSQL or set DATABASE_URL", err)
 	}
@@ -133,4 +136,19 @@ func (s *pgServer) checkpoint(ctx context.Context) error {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
+}
+
+// logical reports whether the server runs wal_level=logical (the WAL
+// outbox mode's W1-W3 runs need it).
+func (s *pgServer) logical(ctx context.Context) (bool, error) {
+	conn, err := pgx.Connect(ctx, s.admin.String())
+	if err != nil {
+		return false, fmt.Errorf("connect to postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	var level string
+	if err := conn.QueryRow(ctx, `SHOW wal_level`).Scan(&level); err != nil {
+		return false, fmt.Errorf("wal_level: %w", err)
+	}
+	return level == "logical", nil
 }
