@@ -5,6 +5,12 @@
 //
 //	relay [-shard 0 -shards 1] [-batch-size 4000] [-http-addr :9102]
 //	      [-auto-create-topics -topic-partitions 8 -topic-replication 1]
+//	      [-outbox-mode table|wal] [-lease 3s]
+//
+// With -outbox-mode wal (or ESFLOW_OUTBOX_MODE=wal; PostgreSQL with
+// wal_level=logical) the relay streams the writers' logical-decoding
+// messages from a replication slot instead of reading an outbox table; its
+// /metrics then show the slot's retained WAL (pkg/outbox/postgres/WAL.md).
 //
 // Several replicas may run: one is active per shard (a PostgreSQL advisory
 // lock with a lease), the others wait and take over within the lease (3s by
