@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/esflow/esflow/internal/pgtest"
-	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/internal/proctest"
+	"github.com/esflow/esflow/pkg/application"
 )
 
 // backwards lists the aggregates whose versions went backwards on the
