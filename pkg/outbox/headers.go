@@ -152,7 +152,7 @@ func decodeJSONHeaders(b []byte) ([]Header, error) {
 	}
 	hs := make([]Header, len(w))
 	for i, h := range w {
-		hs[i] = Header{Key: h.Key, Value: h.Value}
+		hs[i] = Header(h)
 	}
 	return hs, nil
 }
