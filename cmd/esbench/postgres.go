@@ -115,6 +115,22 @@ func (d *database) Drop(ctx context.Context) error {
 		return fmt.Errorf("connect to postgres: %w", err)
 	}
 	defer conn.Close(ctx)
+	// A WAL-mode workload's replication slot keeps the database from
+	// being dropped (even WITH (FORCE)), and would keep its WAL for the
+	// rest of the run.
+	for attempt := 0; ; attempt++ {
+		_, err := conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, d.name)
+		if err == nil {
+			_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, d.name)
+		}
+		if err == nil {
+			break
+		}
+		if attempt == 50 {
+			return fmt.Errorf("drop replication slots of %s: %w", d.name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+projection.QuoteIdentifier(d.name)+" WITH (FORCE)"); err != nil {
 		return fmt.Errorf("drop database %s: %w", d.name, err)
 	}
