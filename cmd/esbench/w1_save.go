@@ -226,19 +226,35 @@ func saveFull(ctx context.Context, e *env, st saveSetting, app *application.Appl
 }
 
 // saveRound runs setting st once on the raw side, then once on the full
-// path in the table mode, then once in the WAL mode (walApp, nil to skip),
-// each on its emptied database, and returns the rates.
-func saveRound(ctx context.Context, e *env, st saveSetting, sample sampleRows, rawPool, appPool *pgxpool.Pool, app *application.Application,
+// path in the table mode, and once in the WAL mode (walApp, nil to skip):
+// after them in even rounds, before them in odd ones, so that neither
+// mode always runs last. Each run is on its emptied database.
+func saveRound(ctx context.Context, e *env, round int, st saveSetting, sample sampleRows, rawPool, appPool *pgxpool.Pool, app *application.Application,
 	walPool *pgxpool.Pool, walApp *application.Application) (raw, full, wal runResult, err error) {
-	raw, full, err = saveRoundTable(ctx, e, st, sample, rawPool, appPool, app)
-	if err != nil || walApp == nil {
+	runWAL := func() error {
+		if walApp == nil {
+			return nil
+		}
+		if err := truncateWAL(ctx, walPool); err != nil {
+			return err
+		}
+		if wal, err = saveFull(ctx, e, st, walApp); err != nil {
+			return fmt.Errorf("WAL mode %d/tx c=%d: %w", st.perTx, st.concurrency, err)
+		}
+		return nil
+	}
+	if round%2 == 1 {
+		if err := runWAL(); err != nil {
+			return raw, full, wal, err
+		}
+	}
+	if raw, full, err = saveRoundTable(ctx, e, st, sample, rawPool, appPool, app); err != nil {
 		return raw, full, wal, err
 	}
-	if err := truncateWAL(ctx, walPool); err != nil {
-		return raw, full, wal, err
-	}
-	if wal, err = saveFull(ctx, e, st, walApp); err != nil {
-		return raw, full, wal, fmt.Errorf("WAL mode %d/tx c=%d: %w", st.perTx, st.concurrency, err)
+	if round%2 == 0 {
+		if err := runWAL(); err != nil {
+			return raw, full, wal, err
+		}
 	}
 	return raw, full, wal, nil
 }
@@ -337,7 +353,7 @@ func runSave(ctx context.Context, e *env) (*section, error) {
 		fmt.Sprintf("Each point: %d rounds of raw then full, each run %s of warm-up then %s counted, on separate, identically migrated databases emptied (TRUNCATE) before each run; a pool of max(concurrency, 4) connections. The table gives the median of each side's rounds and their range; the ratio is of the medians.", saveRounds, e.scale.saveWarm, e.scale.saveTime),
 	}}
 	if walApp != nil {
-		sec.setup = append(sec.setup, "WAL mode: the same full path with `OutboxMode: wal` on a third database: each message is a transactional `pg_logical_emit_message` in the statement that inserts the events, instead of an outbox row; the slot's WAL is discarded before each run (`pg_replication_slot_advance`), no relay reads it. Its ratio is to the same raw loop, which writes outbox rows.")
+		sec.setup = append(sec.setup, "WAL mode: the same full path with `OutboxMode: wal` on a third database, run after raw and full in rounds 1 and 3 and before them in round 2: each message is a transactional `pg_logical_emit_message` in the statement that inserts the events, instead of an outbox row; the slot's WAL is discarded before each run (`pg_replication_slot_advance`), no relay reads it. Its ratio is to the same raw loop, which writes outbox rows.")
 	}
 	t := table{header: []string{"events/tx", "concurrency", "full path events/s", "raw pgx events/s", "ratio", "target", "client CPU µs/event, full / raw", "WAL mode events/s", "WAL / raw", "WAL target"}}
 	type point struct {
@@ -348,8 +364,8 @@ func runSave(ctx context.Context, e *env) (*section, error) {
 	var points []point
 	for _, st := range e.scale.saveSettings {
 		var raws, fulls, wals, rawCPU, fullCPU []float64
-		for range saveRounds {
-			raw, full, wal, err := saveRound(ctx, e, st, sample, rawPool, appPool, app, walPool, walApp)
+		for round := range saveRounds {
+			raw, full, wal, err := saveRound(ctx, e, round, st, sample, rawPool, appPool, app, walPool, walApp)
 			if err != nil {
 				return nil, err
 			}
