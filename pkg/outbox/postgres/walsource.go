@@ -263,6 +263,7 @@ func (s *WALSource) LockFenced(ctx context.Context, shard outbox.Shard) (outbox.
 	release := func() {
 		relOnce.Do(func() {
 			cancel()
+			_ = conn.Conn().SetReadDeadline(time.Now())
 			<-st.ended
 			s.mu.Lock()
 			if s.st == st {
@@ -501,17 +502,25 @@ func (st *stream) run(ctx context.Context) {
 			}
 		}
 	}()
+	// Receives run without a context (pgconn would watch one per call,
+	// for every message) against a read deadline at the next status
+	// report; release interrupts a receive by moving the deadline to now.
 	var next time.Time
-	var w window
-	defer w.stop()
-	w.reset(ctx, interval, &next)
+	deadline := func() {
+		next = time.Now().Add(interval)
+		_ = st.conn.Conn().SetReadDeadline(next)
+	}
+	deadline()
 	for ctx.Err() == nil {
 		if time.Now().After(next) {
 			if err := status(); err != nil {
 				fail(err)
 				return
 			}
-			w.reset(ctx, interval, &next)
+			deadline()
+			if ctx.Err() != nil {
+				return
+			}
 		}
 		if st.full() {
 			// Let the relay catch up; the status updates keep the
@@ -525,7 +534,7 @@ func (st *stream) run(ctx context.Context) {
 			t.Stop()
 			continue
 		}
-		msg, err := st.conn.ReceiveMessage(w.ctx)
+		msg, err := st.conn.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -638,23 +647,4 @@ func (st *stream) decode(data []byte) error {
 		}
 	}
 	return nil
-}
-
-// window is the deadline of the receives until the next status report:
-// one context per interval rather than one per message.
-type window struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-func (w *window) reset(parent context.Context, interval time.Duration, next *time.Time) {
-	w.stop()
-	*next = time.Now().Add(interval)
-	w.ctx, w.cancel = context.WithDeadline(parent, *next)
-}
-
-func (w *window) stop() {
-	if w.cancel != nil {
-		w.cancel()
-	}
 }
