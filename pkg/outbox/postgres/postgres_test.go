@@ -21,14 +21,14 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // open returns a migrated outbox on dsn with its own pool.
-func open(t *testing.T, dsn string, cfg postgres.Config, schema eventstore.Schema) *postgres.Outbox {
+func open(t testing.TB, dsn string, cfg postgres.Config, schema eventstore.Schema) *postgres.Outbox {
 	t.Helper()
 	store, err := pgstore.Open(testCtx(t), dsn, pgstore.Config{Schema: schema})
 	if err != nil {

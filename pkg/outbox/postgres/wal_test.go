@@ -15,7 +15,7 @@ import (
 	"github.com/esflow/esflow/pkg/outbox/postgres"
 )
 
-func walOutbox(t *testing.T, dsn string) (*postgres.Outbox, *postgres.WALSource) {
+func walOutbox(t testing.TB, dsn string) (*postgres.Outbox, *postgres.WALSource) {
 	t.Helper()
 	o := open(t, dsn, postgres.Config{WAL: true}, eventstore.Schema{})
 	src, err := o.WALSource(postgres.WALConfig{StatusInterval: 100 * time.Millisecond})

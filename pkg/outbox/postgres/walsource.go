@@ -22,6 +22,8 @@ import (
 const (
 	DefaultStatusInterval = time.Second
 	DefaultMaxBuffered    = 65536
+	DefaultGatherGap      = 500 * time.Microsecond
+	DefaultGatherMax      = 50 * time.Millisecond
 )
 
 // WALConfig configures a [WALSource]. The zero value is usable.
@@ -36,6 +38,17 @@ type WALConfig struct {
 	// published some (the server then keeps the WAL). Default
 	// [DefaultMaxBuffered].
 	MaxBuffered int
+	// GatherGap and GatherMax shape batches while the slot is decoded
+	// faster than it is published (a backlog): a Fetch that finds fewer
+	// than its limit waits for more while messages keep arriving less
+	// than GatherGap apart, for at most GatherMax. A stream that pauses
+	// (caught up with the writers) ends the wait after one GatherGap.
+	// Without it a relay draining a backlog published whatever had been
+	// decoded since its last batch, a few hundred messages, and paid a
+	// produce round trip for each such batch. Defaults
+	// [DefaultGatherGap] and [DefaultGatherMax]; a negative GatherMax
+	// turns it off.
+	GatherGap, GatherMax time.Duration
 	// Logger receives the reason a stream failed. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -93,6 +106,15 @@ func (o *Outbox) WALSource(cfg WALConfig) (*WALSource, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.GatherGap <= 0 {
+		cfg.GatherGap = DefaultGatherGap
+	}
+	switch {
+	case cfg.GatherMax == 0:
+		cfg.GatherMax = DefaultGatherMax
+	case cfg.GatherMax < 0:
+		cfg.GatherMax = 0
+	}
 	return &WALSource{o: o, cfg: cfg, subs: map[chan struct{}]struct{}{}}, nil
 }
 
@@ -115,7 +137,7 @@ func (s *WALSource) Fetch(ctx context.Context, shard outbox.Shard, limit int) ([
 }
 
 // FetchExcept is Fetch skipping the ids in except (ascending).
-func (s *WALSource) FetchExcept(_ context.Context, shard outbox.Shard, limit int, except []int64) ([]outbox.Message, error) {
+func (s *WALSource) FetchExcept(ctx context.Context, shard outbox.Shard, limit int, except []int64) ([]outbox.Message, error) {
 	if err := walShard(shard); err != nil {
 		return nil, err
 	}
@@ -123,7 +145,31 @@ func (s *WALSource) FetchExcept(_ context.Context, shard outbox.Shard, limit int
 	if err != nil {
 		return nil, err
 	}
-	return st.fetch(limit, except), nil
+	out, next := st.fetch(limit, except)
+	if len(out) == 0 || len(out) >= limit || s.cfg.GatherMax <= 0 {
+		return out, nil
+	}
+	// Everything decoded was taken: gather what arrives next (ids from
+	// next on, none of them fetched or deleted yet) while it flows.
+	end := time.Now().Add(s.cfg.GatherMax)
+	t := time.NewTimer(s.cfg.GatherGap)
+	defer t.Stop()
+	for len(out) < limit {
+		quiet := time.Since(time.Unix(0, st.lastMsg.Load()))
+		left := time.Until(end)
+		if quiet >= s.cfg.GatherGap || left <= 0 {
+			break
+		}
+		t.Reset(min(s.cfg.GatherGap-quiet, left))
+		select {
+		case <-ctx.Done():
+			return out, nil
+		case <-st.grew:
+		case <-t.C:
+		}
+		out, next = st.fetchFrom(out, next, limit)
+	}
+	return out, nil
 }
 
 // Delete implements [outbox.Source]: the messages were published; once
@@ -242,7 +288,7 @@ func (s *WALSource) LockFenced(ctx context.Context, shard outbox.Shard) (outbox.
 	st := &stream{
 		src: s, conn: conn, cancel: cancel,
 		first: s.ids.Load() + 1, lost: make(chan struct{}), ended: make(chan struct{}),
-		space: make(chan struct{}, 1),
+		space: make(chan struct{}, 1), grew: make(chan struct{}, 1),
 	}
 	s.mu.Lock()
 	s.st = st
@@ -359,6 +405,9 @@ type stream struct {
 	lost   chan struct{} // closed by run on a stream failure
 	ended  chan struct{} // closed when run returned
 	space  chan struct{} // nudged by done when entries were freed
+	grew   chan struct{} // nudged by decode when a message was added
+
+	lastMsg atomic.Int64 // unix nanos of the last decoded message
 
 	mu        sync.Mutex
 	entries   []entry // ids first, first+1, …
@@ -382,7 +431,9 @@ type txn struct {
 	committed bool
 }
 
-func (st *stream) fetch(limit int, except []int64) []outbox.Message {
+// fetch returns up to limit undeleted messages not in except, and the id
+// after the last entry it looked at.
+func (st *stream) fetch(limit int, except []int64) ([]outbox.Message, int64) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	out := make([]outbox.Message, 0, min(limit, len(st.entries)))
@@ -396,10 +447,24 @@ func (st *stream) fetch(limit int, except []int64) []outbox.Message {
 		}
 		out = append(out, e.msg)
 		if len(out) == limit {
-			break
+			return out, e.msg.ID + 1
 		}
 	}
-	return out
+	return out, st.first + int64(len(st.entries))
+}
+
+// fetchFrom appends the undeleted messages from id next on to out, up
+// to limit in all.
+func (st *stream) fetchFrom(out []outbox.Message, next int64, limit int) ([]outbox.Message, int64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for i := max(next-st.first, 0); i < int64(len(st.entries)) && len(out) < limit; i++ {
+		if e := &st.entries[i]; !e.done {
+			out = append(out, e.msg)
+		}
+		next = st.first + i + 1
+	}
+	return out, max(next, st.first)
 }
 
 func (st *stream) message(id int64) (outbox.Message, bool) {
@@ -629,6 +694,8 @@ func (st *stream) decode(data []byte) error {
 		}
 		st.entries = append(st.entries, entry{msg: m, txn: st.open})
 		st.open.remaining++
+		st.lastMsg.Store(time.Now().UnixNano())
+		nudge(st.grew)
 	case *pglogrepl.CommitMessage:
 		st.mu.Lock()
 		t := st.open
