@@ -416,6 +416,7 @@ type stream struct {
 	open      *txn   // between Begin and Commit
 	confirmed pglogrepl.LSN
 	arena     arena
+	scratch   []outbox.Message // decode's
 }
 
 type entry struct {
@@ -683,17 +684,20 @@ func (st *stream) decode(data []byte) error {
 			return errors.New("logical message outside a transaction")
 		}
 		// Content aliases the connection's read buffer: copy it.
-		m, err := decodeWAL(st.arena.copy(v.Content), &st.arena)
-		if err != nil {
+		var err error
+		if st.scratch, err = decodeWAL(st.scratch[:0], st.arena.copy(v.Content), &st.arena); err != nil {
 			return fmt.Errorf("message at %s: %w", v.LSN, err)
 		}
-		m.ID = st.src.ids.Add(1)
-		m.CreatedAt = st.open.commit
-		if want := st.first + int64(len(st.entries)); m.ID != want {
-			return fmt.Errorf("message id %d, want %d", m.ID, want)
+		for _, m := range st.scratch {
+			m.ID = st.src.ids.Add(1)
+			m.CreatedAt = st.open.commit
+			if want := st.first + int64(len(st.entries)); m.ID != want {
+				return fmt.Errorf("message id %d, want %d", m.ID, want)
+			}
+			st.entries = append(st.entries, entry{msg: m, txn: st.open})
+			st.open.remaining++
 		}
-		st.entries = append(st.entries, entry{msg: m, txn: st.open})
-		st.open.remaining++
+		clear(st.scratch)
 		st.lastMsg.Store(time.Now().UnixNano())
 		nudge(st.grew)
 	case *pglogrepl.CommitMessage:
