@@ -31,7 +31,7 @@ import (
 // transaction rather than one per outbox message: decoding costs the
 // walsender per WAL record, and halving the records of a save of 100
 // events (100 event rows and 1 message instead of 100 and 100) is what
-// the drain of W2 is bound by (see WAL.md, "Measured").
+// the drain of W2 is bound by (see WAL.md, "Writing").
 const walFormat = 0x02
 
 // encodeWAL returns the logical message content of msgs.

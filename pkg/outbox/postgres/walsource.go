@@ -425,11 +425,11 @@ type entry struct {
 	done bool
 }
 
+// txn is a decoded transaction; it is in stream.txns once committed.
 type txn struct {
 	end       pglogrepl.LSN
 	commit    time.Time
-	remaining int
-	committed bool
+	remaining int // messages not yet deleted or parked
 }
 
 // fetch returns up to limit undeleted messages not in except, and the id
@@ -708,7 +708,7 @@ func (st *stream) decode(data []byte) error {
 			st.mu.Unlock()
 			return errors.New("commit without begin")
 		}
-		t.end, t.committed = v.TransactionEndLSN, true
+		t.end = v.TransactionEndLSN
 		st.txns = append(st.txns, t)
 		st.advance()
 		brought := len(st.entries) > 0
