@@ -46,7 +46,7 @@ func startPostgres(ctx context.Context, say func(string, ...any)) (*pgServer, er
 		say("postgres: DATABASE_URL")
 		return &pgServer{admin: u}, nil
 	}
-	say("postgres: starting a throwaway cluster (initdb, postgres; default settings)")
+	say("postgres: starting a throwaway cluster (initdb, postgres; default settings but wal_level=logical)")
 	// wal_level=logical, the one change from the defaults: W1-W3 run the
 	// WAL outbox mode (a replication slot) beside the table mode, and both
 	// modes run on the same server settings.
