@@ -18,7 +18,6 @@ import (
 type pyBackend struct {
 	name string
 	dsn  string
-	drop func(context.Context) error
 }
 
 func runPython(ctx context.Context, e *env) (*section, error) {

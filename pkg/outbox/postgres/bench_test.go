@@ -96,8 +96,9 @@ func withPoolSize(b *testing.B, dsn string, n int) string {
 	return u.String()
 }
 
-// runConcurrently runs op b.N times over conc goroutines, timed.
-func runConcurrently(b *testing.B, conc int, op func(i int) error) {
+// runConcurrently runs op n times (i = 0..n-1) over conc goroutines, timed
+// (the timer is reset first).
+func runConcurrently(b *testing.B, conc, n int, op func(i int) error) {
 	b.Helper()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -110,7 +111,7 @@ func runConcurrently(b *testing.B, conc int, op func(i int) error) {
 			defer wg.Done()
 			for {
 				i := next.Add(1) - 1
-				if i >= int64(b.N) {
+				if i >= int64(n) {
 					return
 				}
 				if err := op(int(i)); err != nil {
@@ -189,10 +190,8 @@ func BenchmarkSave(b *testing.B) {
 			for i := range aggs {
 				aggs[i] = newBenchAccount(b, s.events)
 			}
-			b.N = len(warm)
-			runConcurrently(b, s.conc, func(i int) error { return app.Save(ctx, warm[i]) })
-			b.N = len(aggs)
-			runConcurrently(b, s.conc, func(i int) error { return app.Save(ctx, aggs[i]) })
+			runConcurrently(b, s.conc, len(warm), func(i int) error { return app.Save(ctx, warm[i]) })
+			runConcurrently(b, s.conc, len(aggs), func(i int) error { return app.Save(ctx, aggs[i]) })
 			b.ReportMetric(float64(b.N*s.events)/b.Elapsed().Seconds(), "events/s")
 		})
 		b.Run(name+"/impl=raw", func(b *testing.B) {
@@ -209,11 +208,8 @@ func BenchmarkSave(b *testing.B) {
 			app.Close()
 			truncate(b, dsn)
 			op := rawOp(pool, rows, s.events)
-			n := b.N
-			b.N = 2 * s.conc
-			runConcurrently(b, s.conc, op)
-			b.N = n
-			runConcurrently(b, s.conc, op)
+			runConcurrently(b, s.conc, 2*s.conc, op)
+			runConcurrently(b, s.conc, b.N, op)
 			b.ReportMetric(float64(b.N*s.events)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
