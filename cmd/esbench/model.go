@@ -92,7 +92,12 @@ func router(topic string) outbox.Router {
 // openApp opens an application with the outbox on (routing to topic) or
 // off (topic "").
 func openApp(ctx context.Context, dsn, topic string, log *slog.Logger) (*application.Application, error) {
-	cfg := application.Config{DatabaseURL: dsn, Registry: registry(), CreateTables: true, Logger: log}
+	return openAppMode(ctx, dsn, topic, log, application.OutboxTable)
+}
+
+// openAppMode is openApp with the outbox in the given mode.
+func openAppMode(ctx context.Context, dsn, topic string, log *slog.Logger, mode application.OutboxMode) (*application.Application, error) {
+	cfg := application.Config{DatabaseURL: dsn, Registry: registry(), CreateTables: true, Logger: log, OutboxMode: mode}
 	if topic != "" {
 		cfg.Outbox = &outbox.Builder{Router: router(topic)}
 	}

@@ -46,8 +46,11 @@ func startPostgres(ctx context.Context, say func(string, ...any)) (*pgServer, er
 		say("postgres: DATABASE_URL")
 		return &pgServer{admin: u}, nil
 	}
-	say("postgres: starting a throwaway cluster (initdb, postgres; default settings)")
-	c, err := pgcluster.Start(ctx, pgcluster.Options{DirPrefix: "esbench-pg-"})
+	say("postgres: starting a throwaway cluster (initdb, postgres; default settings but wal_level=logical)")
+	// wal_level=logical, the one change from the defaults: W1-W3 run the
+	// WAL outbox mode (a replication slot) beside the table mode, and both
+	// modes run on the same server settings.
+	c, err := pgcluster.Start(ctx, pgcluster.Options{DirPrefix: "esbench-pg-", Settings: []string{"wal_level=logical"}})
 	if errors.Is(err, pgcluster.ErrNoBinaries) {
 		return nil, fmt.Errorf("%w; install PostgreSQL or set DATABASE_URL", err)
 	}
@@ -112,6 +115,22 @@ func (d *database) Drop(ctx context.Context) error {
 		return fmt.Errorf("connect to postgres: %w", err)
 	}
 	defer conn.Close(ctx)
+	// A WAL-mode workload's replication slot keeps the database from
+	// being dropped (even WITH (FORCE)), and would keep its WAL for the
+	// rest of the run.
+	for attempt := 0; ; attempt++ {
+		_, err := conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, d.name)
+		if err == nil {
+			_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, d.name)
+		}
+		if err == nil {
+			break
+		}
+		if attempt == 50 {
+			return fmt.Errorf("drop replication slots of %s: %w", d.name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+projection.QuoteIdentifier(d.name)+" WITH (FORCE)"); err != nil {
 		return fmt.Errorf("drop database %s: %w", d.name, err)
 	}
@@ -133,4 +152,19 @@ func (s *pgServer) checkpoint(ctx context.Context) error {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
+}
+
+// logical reports whether the server runs wal_level=logical (the WAL
+// outbox mode's W1-W3 runs need it).
+func (s *pgServer) logical(ctx context.Context) (bool, error) {
+	conn, err := pgx.Connect(ctx, s.admin.String())
+	if err != nil {
+		return false, fmt.Errorf("connect to postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	var level string
+	if err := conn.QueryRow(ctx, `SHOW wal_level`).Scan(&level); err != nil {
+		return false, fmt.Errorf("wal_level: %w", err)
+	}
+	return level == "logical", nil
 }

@@ -190,23 +190,22 @@ func measure(ctx context.Context, workers, perTx int, warm, dur time.Duration, n
 // its 0.9 target).
 const saveRounds = 3
 
-// saveRound runs setting st once on the raw side, then once on the full
-// path, each on its emptied database, and returns both rates.
-func saveRound(ctx context.Context, e *env, st saveSetting, sample sampleRows, rawPool, appPool *pgxpool.Pool, app *application.Application) (raw, full runResult, err error) {
-	if err := truncate(ctx, rawPool); err != nil {
-		return raw, full, err
+// truncateWAL empties a WAL-mode database: the tables, and the slot's
+// retained WAL (no relay reads it in W1), so that every run starts with
+// the same amount of WAL kept.
+func truncateWAL(ctx context.Context, pool *pgxpool.Pool) error {
+	if err := truncate(ctx, pool); err != nil {
+		return err
 	}
-	raw, err = measure(ctx, st.concurrency, st.perTx, e.scale.saveWarm, e.scale.saveTime, func() (func(context.Context) error, error) {
-		w := newRawWriter(sample, st.perTx)
-		return func(ctx context.Context) error { return w.write(ctx, rawPool) }, nil
-	})
-	if err != nil {
-		return raw, full, fmt.Errorf("raw %d/tx c=%d: %w", st.perTx, st.concurrency, err)
+	if _, err := pool.Exec(ctx, `SELECT pg_replication_slot_advance('esflow_outbox_slot', pg_current_wal_lsn())`); err != nil {
+		return fmt.Errorf("advance slot: %w", err)
 	}
-	if err := truncate(ctx, appPool); err != nil {
-		return raw, full, err
-	}
-	full, err = measure(ctx, st.concurrency, st.perTx, e.scale.saveWarm, e.scale.saveTime, func() (func(context.Context) error, error) {
+	return nil
+}
+
+// saveFull measures the full save path of app.
+func saveFull(ctx context.Context, e *env, st saveSetting, app *application.Application) (runResult, error) {
+	return measure(ctx, st.concurrency, st.perTx, e.scale.saveWarm, e.scale.saveTime, func() (func(context.Context) error, error) {
 		var acc *Account
 		return func(ctx context.Context) error {
 			if acc == nil {
@@ -224,6 +223,57 @@ func saveRound(ctx context.Context, e *env, st saveSetting, sample sampleRows, r
 			return app.Save(ctx, acc)
 		}, nil
 	})
+}
+
+// saveRound runs setting st once on the raw side, then once on the full
+// path in the table mode, and once in the WAL mode (walApp, nil to skip):
+// after them in even rounds, before them in odd ones, so that neither
+// mode always runs last. Each run is on its emptied database.
+func saveRound(ctx context.Context, e *env, round int, st saveSetting, sample sampleRows, rawPool, appPool *pgxpool.Pool, app *application.Application,
+	walPool *pgxpool.Pool, walApp *application.Application) (raw, full, wal runResult, err error) {
+	runWAL := func() error {
+		if walApp == nil {
+			return nil
+		}
+		if err := truncateWAL(ctx, walPool); err != nil {
+			return err
+		}
+		if wal, err = saveFull(ctx, e, st, walApp); err != nil {
+			return fmt.Errorf("WAL mode %d/tx c=%d: %w", st.perTx, st.concurrency, err)
+		}
+		return nil
+	}
+	if round%2 == 1 {
+		if err := runWAL(); err != nil {
+			return raw, full, wal, err
+		}
+	}
+	if raw, full, err = saveRoundTable(ctx, e, st, sample, rawPool, appPool, app); err != nil {
+		return raw, full, wal, err
+	}
+	if round%2 == 0 {
+		if err := runWAL(); err != nil {
+			return raw, full, wal, err
+		}
+	}
+	return raw, full, wal, nil
+}
+
+func saveRoundTable(ctx context.Context, e *env, st saveSetting, sample sampleRows, rawPool, appPool *pgxpool.Pool, app *application.Application) (raw, full runResult, err error) {
+	if err := truncate(ctx, rawPool); err != nil {
+		return raw, full, err
+	}
+	raw, err = measure(ctx, st.concurrency, st.perTx, e.scale.saveWarm, e.scale.saveTime, func() (func(context.Context) error, error) {
+		w := newRawWriter(sample, st.perTx)
+		return func(ctx context.Context) error { return w.write(ctx, rawPool) }, nil
+	})
+	if err != nil {
+		return raw, full, fmt.Errorf("raw %d/tx c=%d: %w", st.perTx, st.concurrency, err)
+	}
+	if err := truncate(ctx, appPool); err != nil {
+		return raw, full, err
+	}
+	full, err = saveFull(ctx, e, st, app)
 	if err != nil {
 		return raw, full, fmt.Errorf("full path %d/tx c=%d: %w", st.perTx, st.concurrency, err)
 	}
@@ -274,13 +324,38 @@ func runSave(ctx context.Context, e *env) (*section, error) {
 		return nil, err
 	}
 
+	// The WAL mode, on a database of its own, when the server decodes
+	// logical messages.
+	var walApp *application.Application
+	var walPool *pgxpool.Pool
+	if ok, err := logicalWAL(ctx, appPool); err != nil {
+		return nil, err
+	} else if ok {
+		walDB, err := e.pg.newDatabase(ctx, e.name("w1_wal"), maxC)
+		if err != nil {
+			return nil, err
+		}
+		defer walDB.Drop(ctx)
+		if walApp, err = openAppMode(ctx, walDB.dsn, topic, e.log, application.OutboxWAL); err != nil {
+			return nil, err
+		}
+		defer walApp.Close()
+		if walPool, err = walDB.pool(ctx); err != nil {
+			return nil, err
+		}
+		defer walPool.Close()
+	}
+
 	sec := &section{setup: []string{
 		fmt.Sprintf("Full path: `application.Application` on PostgreSQL with `Outbox: &outbox.Builder{}`; each transaction appends the next events of one account held by the worker (`aggregate.Trigger`, then `app.Save`), %d-byte payload, stored event row %d B of data, outbox value %d B.", payloadSize, len(sample.data), len(sample.value)),
 		"Raw limit: plain pgx, one statement per transaction inserting the same event rows and outbox rows (the bytes the application wrote) from arrays with `unnest` (`WITH e AS (INSERT …), m AS (INSERT …)`), the fastest single-transaction form measured here (shared/MEASURED.md).",
 		"Client CPU: the CPU time of this process (the full path's Go code or the raw pgx loop; PostgreSQL is another process) per event counted, median of the rounds. On 2 cores shared with PostgreSQL, a point that saturates the machine runs at about 2 s / (client + server CPU per event).",
 		fmt.Sprintf("Each point: %d rounds of raw then full, each run %s of warm-up then %s counted, on separate, identically migrated databases emptied (TRUNCATE) before each run; a pool of max(concurrency, 4) connections. The table gives the median of each side's rounds and their range; the ratio is of the medians.", saveRounds, e.scale.saveWarm, e.scale.saveTime),
 	}}
-	t := table{header: []string{"events/tx", "concurrency", "full path events/s", "raw pgx events/s", "ratio", "target", "client CPU µs/event, full / raw"}}
+	if walApp != nil {
+		sec.setup = append(sec.setup, "WAL mode: the same full path with `OutboxMode: wal` on a third database, run after raw and full in rounds 1 and 3 and before them in round 2: each message is a transactional `pg_logical_emit_message` in the statement that inserts the events, instead of an outbox row; the slot's WAL is discarded before each run (`pg_replication_slot_advance`), no relay reads it. Its ratio is to the same raw loop, which writes outbox rows.")
+	}
+	t := table{header: []string{"events/tx", "concurrency", "full path events/s", "raw pgx events/s", "ratio", "target", "client CPU µs/event, full / raw", "WAL mode events/s", "WAL / raw", "WAL target"}}
 	type point struct {
 		c        int
 		app, raw float64
@@ -288,20 +363,37 @@ func runSave(ctx context.Context, e *env) (*section, error) {
 	}
 	var points []point
 	for _, st := range e.scale.saveSettings {
-		var raws, fulls, rawCPU, fullCPU []float64
-		for range saveRounds {
-			raw, full, err := saveRound(ctx, e, st, sample, rawPool, appPool, app)
+		var raws, fulls, wals, rawCPU, fullCPU []float64
+		for round := range saveRounds {
+			raw, full, wal, err := saveRound(ctx, e, round, st, sample, rawPool, appPool, app, walPool, walApp)
 			if err != nil {
 				return nil, err
 			}
 			raws, fulls = append(raws, raw.rate), append(fulls, full.rate)
+			if walApp != nil {
+				wals = append(wals, wal.rate)
+			}
 			rawCPU = append(rawCPU, float64(raw.cpuPer)/float64(time.Microsecond))
 			fullCPU = append(fullCPU, float64(full.cpuPer)/float64(time.Microsecond))
 		}
 		raw, full := median(raws), median(fulls)
 		ratio := full / raw
+		walCol, walRatio, walTarget := "-", "-", "-"
+		if len(wals) > 0 {
+			wr := median(wals) / raw
+			walCol, walRatio = spread(wals), fmt.Sprintf("%.2f", wr)
+			if st.perTx == 100 {
+				walTarget = "≥ 1.00"
+				sec.checks = append(sec.checks, check{
+					what:     fmt.Sprintf("WAL mode save path / raw pgx (events + outbox rows), %d events/tx, c=%d", st.perTx, st.concurrency),
+					measured: fmt.Sprintf("%.2f× (%s vs %s events/s, medians)", wr, rate(median(wals)), rate(raw)),
+					target:   "≥ 1.00×", pass: wr >= 1.0,
+				})
+			}
+			e.say("  %d/tx c=%d: WAL mode %s/s, %.2f of raw", st.perTx, st.concurrency, rate(median(wals)), wr)
+		}
 		t.add(fmt.Sprint(st.perTx), fmt.Sprint(st.concurrency), spread(fulls), spread(raws), fmt.Sprintf("%.2f", ratio), "≥ 0.90",
-			fmt.Sprintf("%.1f / %.1f", median(fullCPU), median(rawCPU)))
+			fmt.Sprintf("%.1f / %.1f", median(fullCPU), median(rawCPU)), walCol, walRatio, walTarget)
 		sec.checks = append(sec.checks, check{
 			what:     fmt.Sprintf("save path / raw pgx, %d event(s)/tx, c=%d", st.perTx, st.concurrency),
 			measured: fmt.Sprintf("%.2f× (%s vs %s events/s, medians)", ratio, rate(full), rate(raw)),
@@ -334,4 +426,14 @@ func runSave(ctx context.Context, e *env) (*section, error) {
 	})
 	sec.plots = append(sec.plots, plot{file: "w1-save-throughput.svg", title: "W1 throughput against concurrency", svg: svg})
 	return sec, nil
+}
+
+// logicalWAL reports whether the server runs wal_level=logical, which
+// the WAL outbox mode needs.
+func logicalWAL(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
+	var level string
+	if err := pool.QueryRow(ctx, `SHOW wal_level`).Scan(&level); err != nil {
+		return false, fmt.Errorf("wal_level: %w", err)
+	}
+	return level == "logical", nil
 }

@@ -108,17 +108,40 @@ func runRelay(ctx context.Context, e *env) (*section, error) {
 	}
 	defer pub.Close()
 
-	var relayRates, rawRates []float64
-	var relayCPU, rawCPU []cpuSplit
+	// The WAL mode drains the same workload from a replication slot, on a
+	// database of its own, in the same rounds.
+	var walDB *database
+	if pool, err := db.pool(ctx); err != nil {
+		return nil, err
+	} else {
+		ok, err := logicalWAL(ctx, pool)
+		pool.Close()
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			if walDB, err = e.pg.newDatabase(ctx, e.name("w2_wal"), 8); err != nil {
+				return nil, err
+			}
+			defer walDB.Drop(ctx)
+		}
+	}
+
+	var relayRates, rawRates, walRates []float64
+	var relayCPU, rawCPU, walCPU []cpuSplit
 	var valueSize int
 	for round := range relayRounds {
-		relaySide, rawSide, size, err := relayRound(ctx, e, db, pub, round)
+		relaySide, rawSide, walSide, size, err := relayRound(ctx, e, db, walDB, pub, round)
 		if err != nil {
 			return nil, fmt.Errorf("round %d: %w", round+1, err)
 		}
 		relayRates, rawRates, valueSize = append(relayRates, relaySide.rate), append(rawRates, rawSide.rate), size
 		relayCPU, rawCPU = append(relayCPU, relaySide.cpu), append(rawCPU, rawSide.cpu)
 		e.say("  round %d: relay %s/s, raw %s/s", round+1, rate(relaySide.rate), rate(rawSide.rate))
+		if walDB != nil {
+			walRates, walCPU = append(walRates, walSide.rate), append(walCPU, walSide.cpu)
+			e.say("  round %d: WAL-mode relay %s/s", round+1, rate(walSide.rate))
+		}
 	}
 	relayRate, rawRate := median(relayRates), median(rawRates)
 	ratio := relayRate / rawRate
@@ -128,13 +151,25 @@ func runRelay(ctx context.Context, e *env) (*section, error) {
 		"Raw limit: the same messages, read from the outbox beforehand, written by a plain kafka-go `Writer` (acks=all, batch 1000, 2 ms batch timeout) with 4 concurrent callers of 1000 messages, into another topic; no database work.",
 		fmt.Sprintf("%d rounds, each with topics of its own (deleted after it: the embedded broker keeps records in memory), refilling the outbox, running VACUUM ANALYZE on the outbox and events tables (so that each round starts from the same state and no autovacuum falls into the drain), then the raw send, then the relay's drain; the table gives each side's median and its range.", relayRounds),
 	}}
-	t := table{header: []string{"events", "relay events/s", "raw kafka-go events/s", "ratio of medians"}}
-	t.add(fmt.Sprint(n), spread(relayRates), spread(rawRates), fmt.Sprintf("%.2f", ratio))
+	t := table{header: []string{"events", "relay events/s", "raw kafka-go events/s", "ratio of medians", "WAL-mode relay events/s", "WAL / raw"}}
+	walCol, walRatio := "-", "-"
+	if len(walRates) > 0 {
+		walCol, walRatio = spread(walRates), fmt.Sprintf("%.2f", median(walRates)/rawRate)
+	}
+	t.add(fmt.Sprint(n), spread(relayRates), spread(rawRates), fmt.Sprintf("%.2f", ratio), walCol, walRatio)
 	sec.tables = append(sec.tables, t)
 	ct := table{header: []string{"CPU µs per event (median of rounds)", "esbench process", "PostgreSQL", "broker process", "total"}}
 	ct.add(cpuRow("relay drain", relayCPU)...)
+	if len(walCPU) > 0 {
+		ct.add(cpuRow("WAL-mode relay drain", walCPU)...)
+	}
 	ct.add(cpuRow("raw producer", rawCPU)...)
 	sec.tables = append(sec.tables, ct)
+	if len(walRates) > 0 {
+		sec.setup = append(sec.setup, "WAL mode: the same backlog written by an application with `OutboxMode: wal` (logical-decoding messages, no outbox rows) into a database of its own while no relay runs, so the replication slot holds it; then drained by the same relay and publisher over `WALSource` (pgoutput from the slot; the confirmed position advances as batches are acknowledged), into a topic of its own, in each round after the table mode's drain.")
+		wr := median(walRates) / rawRate
+		sec.checks = append(sec.checks, check{what: "WAL-mode relay / raw kafka-go producer", measured: fmt.Sprintf("%.2f× (%s vs %s events/s, medians)", wr, rate(median(walRates)), rate(rawRate)), target: "≥ 0.80×", pass: wr >= 0.8})
+	}
 	sec.setup = append(sec.setup, "CPU per event: user plus system time while each side ran, of this process (the relay, or the raw producer), of all PostgreSQL server processes (/proc), and of the broker process, divided by the events moved. Two cores give 2,000,000 µs per second, so a side that keeps both busy runs at about 2,000,000 / total events/s.")
 	sec.checks = append(sec.checks,
 		check{what: "relay drain rate", measured: rate(relayRate) + " events/s (median)", target: "≥ 150k events/s", pass: relayRate >= 150_000},
@@ -147,9 +182,39 @@ func runRelay(ctx context.Context, e *env) (*section, error) {
 // the raw producer, then drains them with the relay, each into a topic of
 // the round's own, and returns both rates and the size of an outbox
 // value.
-func relayRound(ctx context.Context, e *env, db *database, pub relay.Publisher, round int) (relaySide, rawSide relayRun, valueSize int, err error) {
+func relayRound(ctx context.Context, e *env, db, walDB *database, pub relay.Publisher, round int) (relaySide, rawSide, walSide relayRun, valueSize int, err error) {
+	relayTopic, walTopic := e.name("w2", "relay", fmt.Sprint(round)), e.name("w2", "wal", fmt.Sprint(round))
+	relaySide, rawSide, valueSize, err = relayRoundTable(ctx, e, db, pub, round, relayTopic)
+	if err != nil || walDB == nil {
+		return relaySide, rawSide, walSide, valueSize, err
+	}
+	if err := e.kafka.createTopic(ctx, walTopic); err != nil {
+		return relaySide, rawSide, walSide, valueSize, err
+	}
+	defer func() { err = errors.Join(err, e.kafka.deleteTopic(ctx, walTopic)) }()
+	app, err := openAppMode(ctx, walDB.dsn, walTopic, e.log, application.OutboxWAL)
+	if err != nil {
+		return relaySide, rawSide, walSide, valueSize, err
+	}
+	defer func() { err = errors.Join(err, app.Close()) }()
 	n := e.scale.relayEvents
-	relayTopic, rawTopic := e.name("w2", "relay", fmt.Sprint(round)), e.name("w2", "raw", fmt.Sprint(round))
+	fillStart := time.Now()
+	if err := fillOutbox(ctx, app, n, perAccount); err != nil {
+		return relaySide, rawSide, walSide, valueSize, err
+	}
+	e.say("  round %d: filled the slot with %d events in %s", round+1, n, time.Since(fillStart).Round(time.Millisecond))
+	c0 := e.cpu()
+	took, err := drain(ctx, app.Outbox(), pub, n, e)
+	cpu := e.cpu().sub(c0)
+	if err != nil {
+		return relaySide, rawSide, walSide, valueSize, fmt.Errorf("WAL mode: %w", err)
+	}
+	return relaySide, rawSide, relayRun{float64(n) / took.Seconds(), cpu.per(n)}, valueSize, nil
+}
+
+func relayRoundTable(ctx context.Context, e *env, db *database, pub relay.Publisher, round int, relayTopic string) (relaySide, rawSide relayRun, valueSize int, err error) {
+	n := e.scale.relayEvents
+	rawTopic := e.name("w2", "raw", fmt.Sprint(round))
 	for _, t := range []string{relayTopic, rawTopic} {
 		if err := e.kafka.createTopic(ctx, t); err != nil {
 			return relayRun{}, relayRun{}, 0, err

@@ -5,9 +5,17 @@
 //
 //	relay [-shard 0 -shards 1] [-batch-size 4000] [-http-addr :9102]
 //	      [-auto-create-topics -topic-partitions 8 -topic-replication 1]
+//	      [-outbox-mode table|wal] [-lease 3s]
+//
+// With -outbox-mode wal (or ESFLOW_OUTBOX_MODE=wal; PostgreSQL with
+// wal_level=logical) the relay streams the writers' logical-decoding
+// messages from a replication slot instead of reading an outbox table; its
+// /metrics then show the slot's retained WAL (pkg/outbox/postgres/WAL.md).
 //
 // Several replicas may run: one is active per shard (a PostgreSQL advisory
-// lock), the others wait and take over within a second when it dies.
+// lock with a lease), the others wait and take over within the lease (3s by
+// default, -lease) when it dies or stalls; a stalled owner that resumes
+// publishes nothing more (see pkg/relay/DESIGN.md, "Fencing").
 // SIGTERM finishes the in-flight batch and exits. /healthz, /readyz and
 // /metrics are served on -http-addr.
 package main
@@ -59,6 +67,8 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Ad
 		table       = fs.String("outbox-table", "", "outbox table name (default esflow_outbox)")
 		migrate     = fs.Bool("migrate", true, "create the outbox tables if missing")
 		logFormat   = fs.String("log-format", "json", "log format: json or text")
+		mode        = fs.String("outbox-mode", os.Getenv(application.EnvOutboxMode), "PostgreSQL outbox mode: table (default) or wal (logical decoding; env ESFLOW_OUTBOX_MODE)")
+		lease       = fs.Duration("lease", 0, "PostgreSQL shard lease: a paused owner stops publishing, and a successor starts, after this long (default 3s)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -77,7 +87,7 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Ad
 		return errors.New("DATABASE_URL is required")
 	}
 	app, err := application.New(ctx, application.Config{
-		DatabaseURL: dbURL, Outbox: &outbox.Builder{}, OutboxTable: *table, CreateTables: *migrate, Logger: log,
+		DatabaseURL: dbURL, Outbox: &outbox.Builder{}, OutboxTable: *table, OutboxLease: *lease, OutboxMode: application.OutboxMode(*mode), CreateTables: *migrate, Logger: log,
 	})
 	if err != nil {
 		return err

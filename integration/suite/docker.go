@@ -46,7 +46,7 @@ func dockerPG(ctx context.Context) (adminURL string, restart func(context.Contex
 		tcpostgres.BasicWaitStrategies(),
 		testcontainers.WithExposedPorts("5432/tcp"),
 		fixedPort("5432/tcp", port),
-		testcontainers.WithCmd("postgres", "-c", "fsync=off", "-c", "max_connections=300"),
+		testcontainers.WithCmd("postgres", "-c", "fsync=off", "-c", "max_connections=300", "-c", "wal_level=logical"),
 	)
 	stop = func() { _ = testcontainers.TerminateContainer(ctr) }
 	if err != nil {

@@ -36,6 +36,9 @@ type Env struct {
 	// External is true when KAFKA_BROKERS named the cluster: its
 	// KAFKA_* settings are passed on and it cannot be stopped.
 	External bool
+	// OutboxMode, when set, is the ESFLOW_OUTBOX_MODE of the processes
+	// using the event store (writers and relays): "table" or "wal".
+	OutboxMode string
 
 	restartPG      func(context.Context) (time.Duration, error) // nil: not ours to restart
 	kafkaStopStart func(context.Context, time.Duration) error   // the Kafka container's
@@ -208,7 +211,10 @@ func (e *Env) StopBroker() {
 // drop for a service using database url.
 func (e *Env) ProcessEnv(url string) (set, unset []string) {
 	set = []string{"DATABASE_URL=" + url, "KAFKA_BROKERS=" + e.Brokers}
-	unset = []string{"DB_URI", "CIPHER_KEY", "ESFLOW_COMPRESS", "ESFLOW_TEST_DATABASE_URL"}
+	unset = []string{"DB_URI", "CIPHER_KEY", "ESFLOW_COMPRESS", "ESFLOW_TEST_DATABASE_URL", "ESFLOW_OUTBOX_MODE"}
+	if e.OutboxMode != "" && url == e.EventsURL {
+		set = append(set, "ESFLOW_OUTBOX_MODE="+e.OutboxMode)
+	}
 	if !e.External {
 		unset = append(unset, "KAFKA_*")
 	}

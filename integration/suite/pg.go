@@ -27,7 +27,9 @@ var ErrNoLocalPG = pgcluster.ErrNoBinaries
 // the server wrote, and a fast shutdown (the restart fault) does not
 // crash the machine, so the page cache still holds what fsync would have
 // flushed. max_connections covers every process of the pipeline.
-var localPGSettings = []string{"fsync=off", "max_connections=300"}
+var localPGSettings = []string{"fsync=off", "max_connections=300",
+	// The WAL outbox mode decodes a replication slot.
+	"wal_level=logical", "max_replication_slots=16", "max_wal_senders=16"}
 
 // StartLocalPG initialises a cluster in a fresh directory and starts it.
 func StartLocalPG(ctx context.Context) (*LocalPG, error) {

@@ -35,6 +35,9 @@ func startDocker(ctx context.Context) (s *server, err error) {
 			"-c", "synchronous_commit=off",
 			"-c", "full_page_writes=off",
 			"-c", "max_connections=200",
+			"-c", "wal_level=logical",
+			"-c", "max_replication_slots=64",
+			"-c", "max_wal_senders=64",
 		),
 	)
 	stop := func() error {

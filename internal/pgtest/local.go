@@ -18,6 +18,12 @@ var speedSettings = []string{
 	"full_page_writes=off",
 	"max_connections=200",
 	"shared_buffers=128MB",
+	// The WAL-mode outbox decodes logical messages from a replication
+	// slot: every test cluster can run it. Each test database may hold a
+	// slot and a walsender.
+	"wal_level=logical",
+	"max_replication_slots=64",
+	"max_wal_senders=64",
 }
 
 // startLocal removes clusters left behind by dead test processes, then

@@ -126,6 +126,11 @@ func NewDatabase(t testing.TB) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		// A logical replication slot (the WAL-mode outbox's) keeps its
+		// database from being dropped, even WITH (FORCE).
+		if err := dropSlots(ctx, s.admin, name); err != nil {
+			t.Errorf("pgtest: drop replication slots of %s: %v", name, err)
+		}
 		if _, err := s.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
 			t.Errorf("pgtest: drop database %s: %v", name, err)
 		}

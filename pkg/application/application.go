@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -65,6 +66,32 @@ type Config struct {
 	// collectors: on PostgreSQL, the notification sequencer's
 	// (esflow_sequencer_*). Default: none.
 	Metrics prometheus.Registerer
+	// OutboxLease is how long a relay's shard lease lasts without renewal
+	// (PostgreSQL only; see outbox/postgres Config.Lease). Default 3s.
+	OutboxLease time.Duration
+	// OutboxMode is how a PostgreSQL outbox carries messages:
+	// [OutboxTable] rows (the default, and the only mode of the other
+	// backends) or [OutboxWAL], logical-decoding messages read from a
+	// replication slot (wal_level=logical). Writers and relays of one
+	// outbox must use the same mode.
+	OutboxMode OutboxMode
+}
+
+// OutboxMode is Config.OutboxMode.
+type OutboxMode string
+
+// The outbox modes.
+const (
+	OutboxTable OutboxMode = "table"
+	OutboxWAL   OutboxMode = "wal"
+)
+
+func (m OutboxMode) valid() error {
+	switch m {
+	case "", OutboxTable, OutboxWAL:
+		return nil
+	}
+	return fmt.Errorf("%w: outbox mode %q (want %q or %q)", ErrConfig, string(m), OutboxTable, OutboxWAL)
 }
 
 // Application ties an event store to its backend and a notification log:
@@ -107,6 +134,9 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 	if err := cfg.Schema.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.OutboxMode.valid(); err != nil {
+		return nil, err
+	}
 	opts := eventstore.Options{Compress: cfg.Compress}
 	if cfg.CipherKey != "" {
 		c, err := eventstore.NewCipher(cfg.CipherKey)
@@ -118,6 +148,9 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 	backend, err := ParseDatabaseURL(cfg.DatabaseURL)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.OutboxMode == OutboxWAL && backend != BackendPostgres {
+		return nil, fmt.Errorf("%w: the WAL outbox mode needs PostgreSQL, not %s", ErrConfig, backend)
 	}
 	app := &Application{Backend: backend, cfg: cfg}
 	// migrate creates the backend's tables (nil for memory, which has none).
@@ -167,12 +200,19 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 		app.recorder = s
 		migrate = s.Migrate
 		if cfg.Outbox != nil {
-			box, err := outboxpostgres.New(s, outboxpostgres.Config{OutboxTable: cfg.OutboxTable})
+			box, err := outboxpostgres.New(s, outboxpostgres.Config{OutboxTable: cfg.OutboxTable, Lease: cfg.OutboxLease, WAL: cfg.OutboxMode == OutboxWAL})
 			if err != nil {
 				return nil, errors.Join(err, app.Close())
 			}
 			app.closers = append(app.closers, func() error { box.Close(); return nil })
 			app.recorder, app.outbox, migrate = box, box, box.Migrate
+			if cfg.OutboxMode == OutboxWAL {
+				ws, err := box.WALSource(outboxpostgres.WALConfig{Logger: cfg.Logger})
+				if err != nil {
+					return nil, errors.Join(err, app.Close())
+				}
+				app.outbox = ws
+			}
 		}
 	case BackendMySQL:
 		s, err := mysql.Open(ctx, cfg.DatabaseURL, mysql.Config{Schema: cfg.Schema})

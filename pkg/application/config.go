@@ -15,6 +15,9 @@ const (
 	EnvDBURI       = "DB_URI"       // alias of DATABASE_URL (the seed pages' name)
 	EnvCipherKey   = "CIPHER_KEY"   // base64 of 32 random bytes; enables AES-256-GCM
 	EnvCompress    = "ESFLOW_COMPRESS"
+	// EnvOutboxMode selects how the PostgreSQL outbox carries messages:
+	// "table" (default) or "wal"; see Config.OutboxMode.
+	EnvOutboxMode = "ESFLOW_OUTBOX_MODE"
 )
 
 // ErrConfig reports an invalid configuration value.
@@ -91,6 +94,12 @@ func configFrom(getenv func(string) string) (Config, error) {
 			return Config{}, fmt.Errorf("%w: %s=%q: %v", ErrConfig, EnvCompress, v, err)
 		}
 		cfg.Compress = b
+	}
+	if v := getenv(EnvOutboxMode); v != "" {
+		cfg.OutboxMode = OutboxMode(v)
+		if err := cfg.OutboxMode.valid(); err != nil {
+			return Config{}, err
+		}
 	}
 	return cfg, nil
 }

@@ -5,7 +5,11 @@
 // them (acks from all in-sync replicas), delete them, and fetch again at
 // once; when the shard is empty it waits for a wake-up from the outbox
 // backend (PostgreSQL LISTEN/NOTIFY, sent after commit) or its poll
-// interval. Broker errors back off exponentially with jitter; messages the
+// interval. With an [outbox.FencedLocker] (the PostgreSQL outbox) the
+// shard is a lease: the relay checks its fence before each fetch and
+// passes it to the publisher ([WithFence]), which checks it before every
+// produce request, so a relay paused past its lease publishes nothing
+// after its successor started. Broker errors back off exponentially with jitter; messages the
 // broker refuses for good are parked with the reason. Cancelling Run's
 // context finishes the in-flight batch and returns.
 //

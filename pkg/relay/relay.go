@@ -135,7 +135,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		return err
 	}
 	for ctx.Err() == nil {
-		lost, release, err := r.lock(ctx)
+		fence, lost, release, err := r.lock(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -146,7 +146,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		r.setActive(true)
 		r.log.InfoContext(ctx, "relay active")
-		r.publishLoop(ctx, lost, wake)
+		r.publishLoop(ctx, fence, lost, wake)
 		r.setActive(false)
 		release()
 		if ctx.Err() == nil {
@@ -164,12 +164,22 @@ func (r *Relay) setActive(v bool) {
 	}
 }
 
-func (r *Relay) lock(ctx context.Context) (<-chan struct{}, func(), error) {
-	if r.cfg.Locker == nil {
-		return nil, func() {}, nil
+// lock takes the shard. fence is nil without a Locker, or with one that
+// is not an [outbox.FencedLocker].
+func (r *Relay) lock(ctx context.Context) (fence outbox.Fence, lost <-chan struct{}, release func(), err error) {
+	switch l := r.cfg.Locker.(type) {
+	case nil:
+		return nil, nil, func() {}, nil
+	case outbox.FencedLocker:
+		return l.LockFenced(ctx, r.cfg.Shard)
+	default:
+		lost, release, err = l.Lock(ctx, r.cfg.Shard)
+		return nil, lost, release, err
 	}
-	return r.cfg.Locker.Lock(ctx, r.cfg.Shard)
 }
+
+// fenced reports whether the lease is gone (see DESIGN.md, "Fencing").
+func fenced(fence outbox.Fence) bool { return fence != nil && fence.Check() != nil }
 
 func (r *Relay) wakeups(ctx context.Context) (<-chan struct{}, error) {
 	if r.cfg.Waker == nil {
@@ -191,7 +201,11 @@ func (r *Relay) wakeups(ctx context.Context) (<-chan struct{}, error) {
 // published only after batch k was acknowledged in full, so one batch per
 // partition is in flight, as before; see DESIGN.md for why the prefetch
 // keeps each key's order.
-func (r *Relay) publishLoop(ctx context.Context, lost <-chan struct{}, wake <-chan struct{}) {
+//
+// With a fence, the loop ends as soon as the fence fails, and every
+// produce request is preceded by a fence check (the publisher gets the
+// fence through its context, [WithFence]).
+func (r *Relay) publishLoop(ctx context.Context, fence outbox.Fence, lost <-chan struct{}, wake <-chan struct{}) {
 	backoff := time.Duration(0)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -222,6 +236,10 @@ func (r *Relay) publishLoop(ctx context.Context, lost <-chan struct{}, wake <-ch
 		case <-lost:
 			return
 		default:
+		}
+		if fenced(fence) {
+			r.failed("fence", fence.Check())
+			return
 		}
 		batch := next
 		if !prefetched {
@@ -258,8 +276,12 @@ func (r *Relay) publishLoop(ctx context.Context, lost <-chan struct{}, wake <-ch
 			continue
 		}
 		var err error
-		next, prefetched, pending, err = r.step(ctx, batch, pending)
+		next, prefetched, pending, err = r.step(ctx, fence, batch, pending)
 		if err != nil {
+			if errors.Is(err, outbox.ErrFenced) {
+				r.failed("fence", err)
+				return
+			}
 			if ctx.Err() != nil {
 				return
 			}
@@ -355,11 +377,20 @@ func (r *Relay) failed(op string, err error) {
 // batch was partial, the fetch failed, or some message of batch failed,
 // since the prefetched batch may hold later messages of its key) and
 // batch's acknowledged part, to be deleted by the next step.
-func (r *Relay) step(ctx context.Context, batch []outbox.Message, prev acked) (next []outbox.Message, prefetched bool, done acked, err error) {
+func (r *Relay) step(ctx context.Context, fence outbox.Fence, batch []outbox.Message, prev acked) (next []outbox.Message, prefetched bool, done acked, err error) {
 	// Once fetched, a batch is finished even if ctx is cancelled now:
 	// shutting down mid-publish would only turn into duplicates later.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.PublishTimeout)
 	defer cancel()
+	if fence != nil {
+		// The fetch may have taken long enough (or the process been
+		// paused) for the lease to run out: a batch fetched under it is
+		// not published after it.
+		if err := fence.Check(); err != nil {
+			return nil, false, prev, err
+		}
+		pctx = WithFence(pctx, fence)
+	}
 
 	except := make([]int64, len(batch))
 	for i, m := range batch {

@@ -280,6 +280,9 @@ func (o *Outbox) AppendWithOutbox(ctx context.Context, records []eventstore.Reco
 	if len(records) == 0 && len(msgs) == 0 {
 		return nil
 	}
+	if o.wal && len(msgs) > 0 {
+		return o.appendWAL(ctx, records, msgs)
+	}
 	if len(records) > 0 && len(records) <= maxValuesRows && len(msgs) <= maxValuesRows {
 		return o.appendValues(ctx, records, msgs)
 	}

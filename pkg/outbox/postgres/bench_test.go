@@ -96,7 +96,6 @@ func withPoolSize(b *testing.B, dsn string, n int) string {
 	return u.String()
 }
 
-// runConcurrently runs op b.N times over conc goroutines, timed.
 // runConcurrently runs op(0) … op(n-1) from conc goroutines and times
 // them (the timer is reset first: a warm-up call's time is dropped).
 func runConcurrently(b *testing.B, conc, n int, op func(i int) error) {

@@ -36,9 +36,20 @@
 // # Locks and wake-ups
 //
 // [Outbox.Lock] holds a session-level advisory lock on a pooled connection
-// that a goroutine pings; [Outbox.Wake] LISTENs on a dedicated connection.
+// and a lease beside it ([Outbox.LockFenced] returns its [outbox.Fence]),
+// renewed by a goroutine; [Outbox.Wake] LISTENs on a dedicated connection.
 // NOTIFY is sent after commit by a coalescing goroutine, never inside the
 // write transaction. DESIGN.md explains why.
+//
+// # WAL mode
+//
+// With Config.WAL (PostgreSQL with wal_level=logical) no outbox row is
+// written: each message is a transactional logical-decoding message
+// emitted by the append statement, and [Outbox.WALSource] is the relay's
+// source, streaming them from a replication slot with pgoutput
+// (github.com/jackc/pglogrepl) and confirming a position only once every
+// message before it was published. WAL.md explains the mode, its
+// guarantees and its limits.
 //
 // [Outbox.Close] stops the notifier; it does not close the event store.
 //

@@ -30,6 +30,7 @@ const (
 	DefaultLockRetry      = 250 * time.Millisecond
 	DefaultPingInterval   = time.Second
 	DefaultNotifyInterval = time.Millisecond
+	DefaultLease          = 3 * time.Second
 )
 
 // MigrationsTable is the table, shared with the event store, in which
@@ -48,9 +49,19 @@ type Config struct {
 	// LockRetry is how often Lock retries a held shard (default
 	// [DefaultLockRetry]).
 	LockRetry time.Duration
-	// PingInterval is how often a held lock's connection is checked
-	// (default [DefaultPingInterval]).
+	// PingInterval is how often a held lock's lease is renewed, which
+	// also checks its connection (default [DefaultPingInterval], or a
+	// third of Lease if that is shorter).
 	PingInterval time.Duration
+	// Lease is how long a shard's owner may go without renewing its lease
+	// (default [DefaultLease]; at least 2×PingInterval). A holder sends
+	// no produce request once Lease has passed since its last renewal was
+	// sent, and PostgreSQL ends its lock session after Lease of silence
+	// (idle_session_timeout, PostgreSQL 14+), so a paused holder loses
+	// the shard; a successor starts publishing only once the previous
+	// lease has expired. Failover after a crash therefore takes up to
+	// Lease plus LockRetry. See the relay's DESIGN.md, "Fencing".
+	Lease time.Duration
 	// NotifyInterval is the least time between two NOTIFYs of this
 	// Outbox (default [DefaultNotifyInterval]; negative: no gap). Commits
 	// within it share one NOTIFY, sent when it has passed, so a wake-up
@@ -58,6 +69,22 @@ type Config struct {
 	// writers commit faster than one per interval, and not at all
 	// otherwise. Relays in this process are woken at once regardless.
 	NotifyInterval time.Duration
+
+	// WAL selects the WAL mode, for PostgreSQL with wal_level=logical:
+	// AppendWithOutbox emits each message as a transactional
+	// logical-decoding message (pg_logical_emit_message) in the events'
+	// transaction instead of inserting an outbox row, and relays read them
+	// from a replication slot through [Outbox.WALSource]. Every writer and
+	// relay of one outbox must agree. Default false: the outbox table.
+	// See WAL.md.
+	WAL bool
+	// MessagePrefix is the prefix of the WAL mode's messages; relays skip
+	// messages with other prefixes. Default: OutboxTable.
+	MessagePrefix string
+	// Slot and Publication name the WAL mode's replication slot and the
+	// (empty) pgoutput publication it decodes with. Defaults: OutboxTable
+	// + "_slot" and OutboxTable + "_pub". Same rules as OutboxTable.
+	Slot, Publication string
 }
 
 var identifier = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,47}$`)
@@ -97,6 +124,14 @@ type Outbox struct {
 	retry   time.Duration
 	ping    time.Duration
 	gap     time.Duration // between NOTIFYs, >= 0
+	lease   time.Duration
+
+	// WAL mode (Config.WAL); see wal.go.
+	wal         bool
+	prefix      string
+	slot        string // raw, validated
+	publication string // raw, validated
+	wq          walQueries
 
 	q  queries
 	fq fetchQueries
@@ -123,6 +158,7 @@ var (
 	_ eventstore.SnapshotRecorder = (*Outbox)(nil)
 	_ outbox.Source               = (*Outbox)(nil)
 	_ outbox.Locker               = (*Outbox)(nil)
+	_ outbox.FencedLocker         = (*Outbox)(nil)
 	_ outbox.Waker                = (*Outbox)(nil)
 )
 
@@ -148,11 +184,35 @@ func New(events *pgstore.Store, cfg Config) (*Outbox, error) {
 	if cfg.OutboxTable == schema.Table || cfg.OutboxTable == schema.SnapshotTable {
 		return nil, fmt.Errorf("outbox/postgres: %w: outbox table %q is an event store table", eventstore.ErrInvalidIdentifier, cfg.OutboxTable)
 	}
+	if cfg.MessagePrefix == "" {
+		cfg.MessagePrefix = cfg.OutboxTable
+	}
+	if cfg.Slot == "" {
+		cfg.Slot = cfg.OutboxTable + "_slot"
+	}
+	if cfg.Publication == "" {
+		cfg.Publication = cfg.OutboxTable + "_pub"
+	}
+	if err := ValidIdentifier("replication slot", cfg.Slot); err != nil {
+		return nil, fmt.Errorf("outbox/postgres: %w", err)
+	}
+	if err := ValidIdentifier("publication", cfg.Publication); err != nil {
+		return nil, fmt.Errorf("outbox/postgres: %w", err)
+	}
 	if cfg.LockRetry <= 0 {
 		cfg.LockRetry = DefaultLockRetry
 	}
 	if cfg.PingInterval <= 0 {
 		cfg.PingInterval = DefaultPingInterval
+		if cfg.Lease > 0 {
+			cfg.PingInterval = min(DefaultPingInterval, cfg.Lease/3)
+		}
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = max(DefaultLease, 2*cfg.PingInterval)
+	}
+	if cfg.Lease < 2*cfg.PingInterval {
+		return nil, fmt.Errorf("outbox/postgres: Lease %s is shorter than twice PingInterval %s", cfg.Lease, cfg.PingInterval)
 	}
 	switch {
 	case cfg.NotifyInterval == 0:
@@ -169,12 +229,21 @@ func New(events *pgstore.Store, cfg Config) (*Outbox, error) {
 		retry:   cfg.LockRetry,
 		ping:    cfg.PingInterval,
 		gap:     cfg.NotifyInterval,
-		kick:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		subs:    map[chan struct{}]struct{}{},
+		lease:   cfg.Lease,
+
+		wal:         cfg.WAL,
+		prefix:      cfg.MessagePrefix,
+		slot:        cfg.Slot,
+		publication: cfg.Publication,
+		kick:        make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+		subs:        map[chan struct{}]struct{}{},
 	}
 	o.q = buildQueries(schema, o.table)
 	o.fq = buildFetchQueries(o.table)
+	if o.wal {
+		o.wq = buildWALQueries(schema, o.table)
+	}
 	return o, nil
 }
 
@@ -236,10 +305,11 @@ func (o *Outbox) Migrate(ctx context.Context) error {
 		return fmt.Errorf("outbox/postgres: migrate: %w", err)
 	}
 	q := eventstore.Quote
-	n := struct{ Table, ParkedIndex, Guard string }{
+	n := struct{ Table, ParkedIndex, Guard, Leases string }{
 		Table:       q(o.table),
 		ParkedIndex: q(o.table + "_parked_idx"),
 		Guard:       q(o.table + "_chain_guard"),
+		Leases:      q(o.table + "_lease"),
 	}
 	err = pgx.BeginFunc(ctx, o.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {
@@ -284,6 +354,9 @@ func (o *Outbox) Migrate(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("outbox/postgres: migrate: %w", err)
+	}
+	if o.wal {
+		return o.migrateWAL(ctx)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -133,6 +134,10 @@ type Publisher struct {
 	addr      net.Addr
 	client    *kafka.Client
 
+	// fence is the fence of the Publish call holding sem, if it has one
+	// (relay.WithFence); fencedConn checks it before every write.
+	fence atomic.Pointer[fenceRef]
+
 	// sem holds one token: the right to write. A call whose ctx ended
 	// leaves the token with its background job until its requests are
 	// settled.
@@ -181,7 +186,37 @@ func New(cfg Config) (*Publisher, error) {
 		done:         make(chan struct{}),
 	}
 	p.sem <- struct{}{}
+	dialer := &net.Dialer{Timeout: transport.DialTimeout}
+	transport.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return &fencedConn{Conn: c, fence: &p.fence}, nil
+	}
 	return p, nil
+}
+
+// fencedConn is a broker connection that refuses to write while the
+// Publish call in progress carries a fence that failed: the check closest
+// to the bytes leaving the process (kafka-go's transport writes a request
+// from its own goroutine, some time after RoundTrip was called). A
+// refused write breaks the connection, and kafka-go dials a new one.
+type fencedConn struct {
+	net.Conn
+	fence *atomic.Pointer[fenceRef]
+}
+
+// fenceRef boxes the fence of the Publish call in progress.
+type fenceRef struct{ f outbox.Fence }
+
+func (c *fencedConn) Write(b []byte) (int, error) {
+	if r := c.fence.Load(); r != nil {
+		if err := r.f.Check(); err != nil {
+			return 0, fmt.Errorf("kafkapub: write refused: %w", err)
+		}
+	}
+	return c.Conn.Write(b)
 }
 
 // Close waits for any write still in progress, then releases the
@@ -287,6 +322,10 @@ func (p *Publisher) publish(ctx context.Context, msgs []outbox.Message, errs []e
 		pending = append(pending, i)
 	}
 
+	if f := relay.FenceFrom(ctx); f != nil {
+		p.fence.Store(&fenceRef{f})
+		defer p.fence.Store(nil)
+	}
 	bound := time.Duration(p.cfg.MaxAttempts+1) * (p.cfg.WriteTimeout + time.Second)
 	// The requests outlive ctx (up to a backstop bound): the caller's
 	// goroutine returns on ctx, this one keeps the write token until no

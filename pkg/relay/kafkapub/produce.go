@@ -258,6 +258,14 @@ func (p *Publisher) request(ctx context.Context, msgs []outbox.Message, chunks [
 	}
 	rctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
+	// The last check before the request is handed to the transport; the
+	// connection checks once more right before its write (fencedConn).
+	if err := relay.CheckFence(ctx); err != nil {
+		for _, c := range chunks {
+			c.err, c.done = fmt.Errorf("kafkapub: produce not sent: %w", err), true
+		}
+		return
+	}
 	res, err := p.transport.RoundTrip(rctx, p.addr, req)
 	if err != nil {
 		for _, c := range chunks {

@@ -1,7 +1,8 @@
 // Package relaymetrics exposes a relay's activity as Prometheus metrics:
 // messages published and parked, errors, publish latency, active state,
 // and — read from the outbox at scrape time — backlog rows and the age of
-// the oldest unpublished row.
+// the oldest unpublished row, and for a replication-slot source the WAL
+// its slot retains ([SlotSource]).
 package relaymetrics
 
 import (
@@ -40,6 +41,9 @@ func New(reg prometheus.Registerer, src outbox.Source, shard outbox.Shard) *Metr
 		active: prometheus.NewGauge(prometheus.GaugeOpts{Name: "esflow_relay_active", Help: "1 when this relay owns its shard.", ConstLabels: labels}),
 	}
 	reg.MustRegister(m.published, m.parked, m.errors, m.took, m.lag, m.active, &backlog{src: src, shard: shard, labels: labels})
+	if ss, ok := src.(SlotSource); ok {
+		reg.MustRegister(&slot{src: ss, labels: labels})
+	}
 	return m
 }
 
