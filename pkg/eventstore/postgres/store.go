@@ -24,7 +24,7 @@ import (
 const (
 	DefaultSequencerBatch    = 100_000
 	DefaultSequencerPoll     = 50 * time.Millisecond
-	DefaultSequencerDelay    = 5 * time.Millisecond
+	DefaultSequencerDelay    = 20 * time.Millisecond
 	DefaultSequencerTakeover = 500 * time.Millisecond
 	DefaultReadWait          = 2 * time.Second
 )
