@@ -209,7 +209,9 @@ func (q *sequencer) hurry() {
 	}
 }
 
-// steps returns a channel closed when the step after this call ends.
+// steps returns a channel closed when the step running now (or, if none
+// runs, the next one) ends; waiters check again after it, since that
+// step may have begun before their commit.
 func (q *sequencer) steps() <-chan struct{} {
 	q.mu.Lock()
 	defer q.mu.Unlock()
