@@ -34,9 +34,7 @@ type queries struct {
 }
 
 func buildQueries(s eventstore.Schema, table string) queries {
-	q := eventstore.Quote
-	ev, sid, pos, top, dat := q(s.Table), q(s.StreamIDColumn), q(s.PositionColumn), q(s.TopicColumn), q(s.DataColumn)
-	ob, guard := q(table), q(table+"_chain_guard")
+	ob := eventstore.Quote(table)
 	msgInsert := `INSERT INTO ` + ob + ` (topic, key, value, headers, key_hash)
     SELECT m.topic, m.key, m.value, m.headers, m.key_hash
     FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::bytea[], $5::int[]) WITH ORDINALITY AS m(topic, key, value, headers, key_hash, ord)
@@ -60,15 +58,7 @@ func buildQueries(s eventstore.Schema, table string) queries {
     ` + msgInsert + `
     RETURNING 1
 ), e AS (
-    INSERT INTO ` + ev + ` (` + sid + `, ` + pos + `, ` + top + `, ` + dat + `)
-    SELECT r.sid,
-        CASE WHEN NOT r.first OR r.pos = 0 OR (
-            SELECT true FROM ` + ev + ` x WHERE x.` + sid + ` = r.sid AND x.` + pos + ` = r.pos - 1)
-        THEN r.pos ELSE ` + guard + `(r.sid, r.pos) END,
-        r.topic, r.data
-    FROM unnest($6::uuid[], $7::bigint[], $8::text[], $9::bytea[], $10::bool[]) WITH ORDINALITY AS r(sid, pos, topic, data, first, ord)
-    ORDER BY r.ord
-    RETURNING 1
+    ` + recordsInsert(s, table, 6) + `
 )
 SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM m)`,
 		appendMsgs:            msgInsert,
@@ -84,6 +74,26 @@ LIMIT $3`,
 		park:      `UPDATE ` + ob + ` SET parked_at = now(), park_reason = $2 WHERE id = $1`,
 		streamKey: s.Table + "_stream_key",
 	}
+}
+
+// recordsInsert is the records' INSERT of the one-statement appends, its
+// five array parameters (stream ids, positions, topics, data, first
+// flags) numbered from $first: the event store's statement with the chain
+// check turned into an error by the guard function, and RETURNING 1 so
+// that the caller counts the rows.
+func recordsInsert(s eventstore.Schema, table string, first int) string {
+	q := eventstore.Quote
+	ev, sid, pos, top, dat := q(s.Table), q(s.StreamIDColumn), q(s.PositionColumn), q(s.TopicColumn), q(s.DataColumn)
+	p := func(i int) string { return "$" + strconv.Itoa(first+i) }
+	return `INSERT INTO ` + ev + ` (` + sid + `, ` + pos + `, ` + top + `, ` + dat + `)
+    SELECT r.sid,
+        CASE WHEN NOT r.first OR r.pos = 0 OR (
+            SELECT true FROM ` + ev + ` x WHERE x.` + sid + ` = r.sid AND x.` + pos + ` = r.pos - 1)
+        THEN r.pos ELSE ` + q(table+"_chain_guard") + `(r.sid, r.pos) END,
+        r.topic, r.data
+    FROM unnest(` + p(0) + `::uuid[], ` + p(1) + `::bigint[], ` + p(2) + `::text[], ` + p(3) + `::bytea[], ` + p(4) + `::bool[]) WITH ORDINALITY AS r(sid, pos, topic, data, first, ord)
+    ORDER BY r.ord
+    RETURNING 1`
 }
 
 // maxValuesRows is the largest batch (records, and messages) written

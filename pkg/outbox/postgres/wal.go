@@ -146,9 +146,6 @@ type walQueries struct {
 const emitSQL = `SELECT pg_logical_emit_message(true, $1::text, $2::bytea)`
 
 func buildWALQueries(s eventstore.Schema, table string) walQueries {
-	q := eventstore.Quote
-	ev, sid, pos, top, dat := q(s.Table), q(s.StreamIDColumn), q(s.PositionColumn), q(s.TopicColumn), q(s.DataColumn)
-	guard := q(table + "_chain_guard")
 	w := walQueries{
 		msgs: emitSQL,
 		// The records insert is appendBoth's (see there), with its
@@ -156,15 +153,7 @@ func buildWALQueries(s eventstore.Schema, table string) walQueries {
 		both: `WITH m AS (
     ` + emitSQL + `
 ), e AS (
-    INSERT INTO ` + ev + ` (` + sid + `, ` + pos + `, ` + top + `, ` + dat + `)
-    SELECT r.sid,
-        CASE WHEN NOT r.first OR r.pos = 0 OR (
-            SELECT true FROM ` + ev + ` x WHERE x.` + sid + ` = r.sid AND x.` + pos + ` = r.pos - 1)
-        THEN r.pos ELSE ` + guard + `(r.sid, r.pos) END,
-        r.topic, r.data
-    FROM unnest($3::uuid[], $4::bigint[], $5::text[], $6::bytea[], $7::bool[]) WITH ORDINALITY AS r(sid, pos, topic, data, first, ord)
-    ORDER BY r.ord
-    RETURNING 1
+    ` + recordsInsert(s, table, 3) + `
 )
 SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM m)`,
 	}
