@@ -25,7 +25,8 @@
 // resp. the broker fault, is left out: they are not the suite's to stop);
 // otherwise it starts a PostgreSQL cluster of its own from the installed
 // binaries and the embedded broker (pkg/broker). The first summary line
-// says which. ESFLOW_SOAK=10m repeats the fault rounds for that long.
+// says which. ESFLOW_SOAK=10m repeats the fault rounds for that long;
+// ESFLOW_FAULTS=projector runs only the projector faults (table mode).
 //
 //	go test -v -run '^TestFaults$' ./integration/
 //	ESFLOW_SOAK=10m go test -v -timeout 30m -run '^TestFaults$' ./integration/

@@ -31,6 +31,9 @@ type faultsConfig struct {
 	// writeSideOnly skips the projector faults: the WAL outbox mode
 	// changes nothing downstream of Kafka.
 	writeSideOnly bool
+	// projectorOnly runs the projector faults alone (ESFLOW_FAULTS=projector),
+	// in the table mode: a quicker loop when working on the projectors.
+	projectorOnly bool
 }
 
 func faultsConfigFromEnv(t *testing.T) faultsConfig {
@@ -41,6 +44,13 @@ func faultsConfigFromEnv(t *testing.T) faultsConfig {
 			t.Fatalf("ESFLOW_SOAK=%q: %v", s, err)
 		}
 		c.soak = d
+	}
+	switch f := os.Getenv("ESFLOW_FAULTS"); f {
+	case "", "all":
+	case "projector":
+		c.projectorOnly = true
+	default:
+		t.Fatalf("ESFLOW_FAULTS=%q: want all or projector", f)
 	}
 	return c
 }
@@ -68,6 +78,9 @@ func TestFaults(t *testing.T) {
 	for _, mode := range []string{"table", "wal"} {
 		t.Run(mode, func(t *testing.T) {
 			cfg := faultsConfigFromEnv(t)
+			if cfg.projectorOnly && mode != "table" {
+				t.Skip("ESFLOW_FAULTS=projector: the projector faults run in the table mode only")
+			}
 			if mode == "wal" {
 				cfg.writeSideOnly = true
 				if cfg.soak == 0 {
@@ -132,11 +145,14 @@ func testFaults(t *testing.T, mode string, cfg faultsConfig) {
 	con := suite.RunContention(ctx, p.Clients, 20, 8)
 	ld.Stop()
 	say("load stopped; waiting for the pipeline to deliver everything")
-	minProjectorKills := cfg.killCycles
+	minKills, minProjectorKills := cfg.killCycles, cfg.killCycles
 	if cfg.writeSideOnly {
 		minProjectorKills = 0
 	}
-	verifyFaults(t, ctx, p, con, counts, cfg.killCycles, minProjectorKills, &pt, say)
+	if cfg.projectorOnly {
+		minKills = 0
+	}
+	verifyFaults(t, ctx, p, con, counts, minKills, minProjectorKills, &pt, say)
 	say("runtime: %s", time.Since(began).Round(time.Millisecond))
 }
 
@@ -146,6 +162,21 @@ func testFaults(t *testing.T, mode string, cfg faultsConfig) {
 // has reached Kafka (faults of the write side) or the read models.
 func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faultsConfig, counts map[string]int,
 	prober *suite.Prober, pt *projectorTimes, say func(string, ...any)) {
+	t.Helper()
+	if !cfg.projectorOnly {
+		writeSideFaults(t, ctx, p, cfg, counts, say)
+	}
+	if cfg.writeSideOnly {
+		say("faults so far: %s", formatCounts(counts))
+		return
+	}
+	projectorFaults(t, ctx, p, cfg, counts, prober, pt)
+	say("faults so far: %s", formatCounts(counts))
+}
+
+// writeSideFaults kills and pauses the relays, restarts PostgreSQL and
+// the broker, and pauses a projector.
+func writeSideFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faultsConfig, counts map[string]int, say func(string, ...any)) {
 	t.Helper()
 	// kill -9 of the relays in a loop, alternating (the active one or the
 	// standby), each restarted at once as an orchestrator would.
@@ -248,11 +279,13 @@ func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faults
 		p.Probe(fmt.Sprintf("broker down %s (to read model)", cfg.outage), suite.AtKafka|suite.InReadModel)
 		p.Recovery.Wait(5 * time.Minute)
 	}
+}
 
-	if cfg.writeSideOnly {
-		say("faults so far: %s", formatCounts(counts))
-		return
-	}
+// projectorFaults kills the projectors with SIGKILL in a loop, then
+// restarts them with SIGTERM, timing each from the read model's side.
+func projectorFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faultsConfig, counts map[string]int,
+	prober *suite.Prober, pt *projectorTimes) {
+	t.Helper()
 	// kill -9 of the projectors in a loop, alternating, each restarted at
 	// once; then rolling restarts (SIGTERM, start). The prober writes to
 	// one world per partition meanwhile and times, per fault, how long
@@ -338,7 +371,6 @@ func faultRound(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faults
 		}
 	}
 	prober.Stop()
-	say("faults so far: %s", formatCounts(counts))
 }
 
 // verifyFaults waits until the pipeline has delivered everything the
