@@ -7,13 +7,12 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/esflow/esflow/internal/lockwatch"
 )
 
 // Dialect names the SQL dialect behind a [DB]. Projections write SQL in
@@ -107,6 +106,18 @@ func (d pgDB) InTx(ctx context.Context, fn func(Tx) error) error {
 		return err
 	}
 	return t.commit(ctx)
+}
+
+// autocommit implements autocommitter: fn's statements run on one
+// connection outside a transaction, each its own (implicit) transaction,
+// each one round trip.
+func (d pgDB) autocommit(ctx context.Context, fn func(Tx) error) error {
+	conn, err := d.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("projection: acquire: %w", err)
+	}
+	defer conn.Release()
+	return fn(&pgTx{conn: conn.Conn(), begun: true}) // begun: no BEGIN is sent, nor COMMIT
 }
 
 // pgTx is a transaction on one connection. BEGIN is sent lazily, in the
@@ -464,12 +475,15 @@ func Values(rows, cols, start int) string {
 // lockMember implements memberLocker: the two-key advisory lock
 // (lockNamespace, member) on a connection of its own, outside the pool,
 // so that it neither counts against the pool's size nor goes back to it.
-// The connection is pinged every second; lost closes when a ping fails.
-// release closes the connection, which frees the lock.
-func (d pgDB) lockMember(ctx context.Context, member int64) (<-chan struct{}, func(), bool, error) {
+// The same connection LISTENs on leaseChannel, and a notification from
+// another member of the projection (a release, a join) is passed to
+// wake. A second without one, the connection is pinged; lost closes
+// when a ping or the wait fails. release closes the connection, which
+// frees the lock.
+func (d pgDB) lockMember(ctx context.Context, projection string, member int64) (memberSession, bool, error) {
 	conn, err := pgx.ConnectConfig(ctx, d.pool.Config().ConnConfig.Copy())
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("connect: %w", err)
+		return memberSession{}, false, fmt.Errorf("connect: %w", err)
 	}
 	closeConn := func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -479,14 +493,57 @@ func (d pgDB) lockMember(ctx context.Context, member int64) (<-chan struct{}, fu
 	var ok bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int, $2::int)`, int32(lockNamespace), int32(member)).Scan(&ok); err != nil {
 		closeConn()
-		return nil, nil, false, err
+		return memberSession{}, false, err
 	}
 	if !ok {
 		closeConn()
-		return nil, nil, false, nil
+		return memberSession{}, false, nil
 	}
-	lost, release := lockwatch.Watch(time.Second, 2*time.Second,
-		func(ctx context.Context) error { return conn.Ping(ctx) },
-		func(bool) { closeConn() })
-	return lost, release, true, nil
+	if _, err := conn.Exec(ctx, `LISTEN `+leaseChannel); err != nil {
+		closeConn()
+		return memberSession{}, false, fmt.Errorf("listen: %w", err)
+	}
+	lost, wake := make(chan struct{}), make(chan struct{}, 1)
+	wctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	self := leasePayload(projection, member)
+	go func() {
+		defer close(done)
+		defer close(lost)
+		for {
+			nctx, cancel := context.WithTimeout(wctx, time.Second)
+			n, err := conn.WaitForNotification(nctx)
+			cancel()
+			switch {
+			case wctx.Err() != nil:
+				return
+			case err == nil:
+				if n.Payload != self && strings.HasPrefix(n.Payload, projection+" ") {
+					select {
+					case wake <- struct{}{}:
+					default: // a check is due already
+					}
+				}
+				continue
+			case pgconn.Timeout(err):
+				// A quiet second: make sure the session still answers.
+				pctx, cancel := context.WithTimeout(wctx, 2*time.Second)
+				err = conn.Ping(pctx)
+				cancel()
+				if err == nil || wctx.Err() != nil {
+					continue
+				}
+			}
+			return // the session is broken: lost
+		}
+	}()
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			stop()
+			<-done
+			closeConn()
+		})
+	}
+	return memberSession{lost: lost, wake: wake, release: release}, true, nil
 }

@@ -28,6 +28,10 @@ type lease struct {
 	key   partitionKey
 	gen   int64
 	start int64 // offset the reader started at (kafka.FirstOffset: none stored)
+	// acquired is when the lease was taken; applied is set by the first
+	// commit that applied a message of it (logged: a takeover's length).
+	acquired time.Time
+	applied  atomic.Bool
 	// dropped is set once the lease is released or lost: the apply loop
 	// skips the partition's messages from then on.
 	dropped atomic.Bool
@@ -67,38 +71,72 @@ func nowMillis(d Dialect) string {
 // its process dies (the session ends with its socket), without waiting
 // for its heartbeat to go stale.
 type memberLocker interface {
-	// lockMember tries the lock of member; ok false means another session
-	// holds it. lost is closed if the session is found broken.
-	lockMember(ctx context.Context, member int64) (lost <-chan struct{}, release func(), ok bool, err error)
+	// lockMember tries the lock of member of projection; ok false means
+	// another session holds it.
+	lockMember(ctx context.Context, projection string, member int64) (s memberSession, ok bool, err error)
+}
+
+// memberSession is a member's hold on its lock.
+type memberSession struct {
+	// lost is closed when the session is found broken (and by release).
+	lost <-chan struct{}
+	// wake receives when another member of the projection released
+	// partitions or joined (nil: the database does not tell).
+	wake <-chan struct{}
+	// release ends the session, which frees the lock.
+	release func()
+}
+
+// leaseChannel is the PostgreSQL notification channel on which members
+// tell each other that partitions were released or a member joined, so
+// that the others check the leases at once instead of at their next
+// LeaseCheck: a rolling restart's hand-overs wait for no poll. The
+// payload is leasePayload.
+const leaseChannel = "esflow_projection_leases"
+
+// leasePayload names the projection and the member that notified.
+func leasePayload(projection string, member int64) string {
+	return fmt.Sprintf("%s %d", projection, member)
+}
+
+// notifyLeases queues, in tx, the notification that wakes the other
+// members (delivered when tx commits). SQLite has none: its members poll.
+func (r *Runner) notifyLeases(ctx context.Context, tx Tx, member int64) error {
+	if tx.Dialect() != Postgres {
+		return nil
+	}
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, leaseChannel, leasePayload(r.tracking, member))
+	return err
 }
 
 // register makes this runner a member: a fresh random id, its advisory
-// lock where the database has them, and its row in MembersTable.
-func (r *Runner) register(ctx context.Context) (member int64, lost <-chan struct{}, release func(), err error) {
+// lock where the database has them, and its row in MembersTable (the
+// others are told at once, so they hand its share over).
+func (r *Runner) register(ctx context.Context) (member int64, s memberSession, err error) {
 	locker, _ := r.db.(memberLocker)
 	for range 10 {
 		member = rand.Int64N(1<<31-2) + 1 // positive int4: the lock's second key
-		release = func() {}
+		s = memberSession{release: func() {}}
 		if locker != nil {
 			var ok bool
-			lost, release, ok, err = locker.lockMember(ctx, member)
+			s, ok, err = locker.lockMember(ctx, r.tracking, member)
 			if err != nil {
-				return 0, nil, nil, fmt.Errorf("projection %s: member lock: %w", r.tracking, err)
+				return 0, memberSession{}, fmt.Errorf("projection %s: member lock: %w", r.tracking, err)
 			}
 			if !ok {
 				continue // a live member of some projection has this id
 			}
 		}
-		if err = r.heartbeat(ctx, member); err != nil {
-			release()
-			return 0, nil, nil, err
+		if err = r.heartbeatTx(ctx, member, true); err != nil {
+			s.release()
+			return 0, memberSession{}, err
 		}
-		if lost == nil {
-			lost = make(chan struct{}) // never closed: no session to lose
+		if s.lost == nil {
+			s.lost = make(chan struct{}) // never closed: no session to lose
 		}
-		return member, lost, release, nil
+		return member, s, nil
 	}
-	return 0, nil, nil, fmt.Errorf("projection %s: no free member id after 10 tries", r.tracking)
+	return 0, memberSession{}, fmt.Errorf("projection %s: no free member id after 10 tries", r.tracking)
 }
 
 // heartbeat records that member is alive. On PostgreSQL it commits
@@ -106,20 +144,55 @@ func (r *Runner) register(ctx context.Context) (member int64, lost <-chan struct
 // nothing, and one every HeartbeatInterval per runner must not load the
 // database's disk.
 func (r *Runner) heartbeat(ctx context.Context, member int64) error {
-	err := r.db.InTx(ctx, func(tx Tx) error {
-		if tx.Dialect() == Postgres {
-			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-				return err
-			}
+	return r.heartbeatTx(ctx, member, false)
+}
+
+// heartbeatTx is heartbeat, notifying the other members with notify.
+// On PostgreSQL a plain heartbeat is one statement outside a transaction
+// (one round trip), its asynchronous commit set by the statement itself.
+func (r *Runner) heartbeatTx(ctx context.Context, member int64, notify bool) error {
+	const upsert = ` ON CONFLICT (projection, member) DO UPDATE SET seen_ms = excluded.seen_ms, host = excluded.host`
+	run := r.single
+	if notify {
+		run = r.db.InTx // two statements
+	}
+	err := run(ctx, func(tx Tx) error {
+		if tx.Dialect() == Postgres && !notify {
+			_, err := tx.Exec(ctx, `WITH async AS (SELECT set_config('synchronous_commit', 'off', true))
+INSERT INTO `+MembersTable+` (projection, member, host, seen_ms) SELECT $1, $2, $3, `+nowMillis(tx.Dialect())+` FROM async`+upsert,
+				r.tracking, member, r.cfg.MemberName)
+			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO `+MembersTable+` (projection, member, host, seen_ms) VALUES ($1, $2, $3, `+nowMillis(tx.Dialect())+`)
-ON CONFLICT (projection, member) DO UPDATE SET seen_ms = excluded.seen_ms, host = excluded.host`, r.tracking, member, r.cfg.MemberName)
-		return err
+		_, err := tx.Exec(ctx, `INSERT INTO `+MembersTable+` (projection, member, host, seen_ms) VALUES ($1, $2, $3, `+nowMillis(tx.Dialect())+`)`+upsert,
+			r.tracking, member, r.cfg.MemberName)
+		if err != nil || !notify {
+			return err
+		}
+		return r.notifyLeases(ctx, tx, member)
 	})
 	if err != nil {
 		return fmt.Errorf("projection %s: heartbeat: %w", r.tracking, err)
 	}
 	return nil
+}
+
+// autocommitter is implemented by databases that can run a statement
+// outside an explicit transaction, saving BEGIN and COMMIT round trips.
+type autocommitter interface {
+	autocommit(ctx context.Context, fn func(Tx) error) error
+}
+
+// single runs fn outside a transaction where the database allows, in a
+// transaction otherwise. fn must send one statement where the database
+// allows it (it may send several where it does not: SQLite's fallbacks).
+// The lease bookkeeping is one statement per step, so on PostgreSQL each
+// step is one round trip: on a loaded machine a round trip is what a
+// hand-over waits for.
+func (r *Runner) single(ctx context.Context, fn func(Tx) error) error {
+	if a, ok := r.db.(autocommitter); ok {
+		return a.autocommit(ctx, fn)
+	}
+	return r.db.InTx(ctx, fn)
 }
 
 // readLeases returns the projection's lease rows and the members that
@@ -128,7 +201,7 @@ ON CONFLICT (projection, member) DO UPDATE SET seen_ms = excluded.seen_ms, host 
 func (r *Runner) readLeases(ctx context.Context) (map[partitionKey]leaseRow, map[int64]bool, error) {
 	rowsOut := map[partitionKey]leaseRow{}
 	alive := map[int64]bool{}
-	err := r.db.InTx(ctx, func(tx Tx) error {
+	err := r.single(ctx, func(tx Tx) error {
 		live := `m.seen_ms > ` + nowMillis(tx.Dialect()) + ` - $2`
 		args := []any{r.tracking, r.cfg.LeaseTTL.Milliseconds()}
 		if tx.Dialect() == Postgres {
@@ -191,28 +264,35 @@ ON CONFLICT (projection, topic, kafka_partition) DO NOTHING`, r.tracking, k.topi
 // members, each only if its row is still at the generation observed:
 // compare and swap, so of two runners racing for one, one wins. It
 // returns the rows won, with their new generation and stored next
-// offset, all in one transaction (on PostgreSQL one statement: a
-// failover takes every partition of the dead member at once). On
-// PostgreSQL the update waits at most 1s for a row: a paused owner's
-// commit in flight holds it.
+// offset. On PostgreSQL it is one statement outside a transaction (one
+// round trip: a failover takes every partition of the dead member at
+// once), and it skips a row another transaction holds locked, such as
+// the commit in flight of an owner that was paused inside it: that row
+// is tried again at the next check (the caller checks again soon when
+// it got fewer rows than it asked for).
 func (r *Runner) acquire(ctx context.Context, member int64, rows []leaseRow) ([]leaseRow, error) {
 	if len(rows) == 0 {
 		return nil, nil
 	}
 	var got []leaseRow
-	err := r.db.InTx(ctx, func(tx Tx) error {
+	err := r.single(ctx, func(tx Tx) error {
 		got = got[:0]
 		if tx.Dialect() == Postgres {
-			if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '1s'`); err != nil {
-				return err
-			}
 			topics, parts, gens := make([]string, len(rows)), make([]int32, len(rows)), make([]int64, len(rows))
 			for i, l := range rows {
 				topics[i], parts[i], gens[i] = l.key.topic, int32(l.key.partition), l.generation
 			}
-			res, err := tx.Query(ctx, `UPDATE `+LeasesTable+` l SET owner = $1, generation = l.generation + 1
-FROM unnest($3::text[], $4::int[], $5::bigint[]) AS v(topic, part, gen)
-WHERE l.projection = $2 AND l.topic = v.topic AND l.kafka_partition = v.part AND l.generation = v.gen
+			// FOR UPDATE re-checks the generation of a row that changed
+			// after the snapshot (READ COMMITTED), so the swap holds.
+			res, err := tx.Query(ctx, `WITH won AS (
+	SELECT l.topic, l.kafka_partition FROM `+LeasesTable+` l
+	JOIN unnest($3::text[], $4::int[], $5::bigint[]) AS v(topic, part, gen)
+		ON l.topic = v.topic AND l.kafka_partition = v.part AND l.generation = v.gen
+	WHERE l.projection = $2
+	FOR UPDATE OF l SKIP LOCKED
+)
+UPDATE `+LeasesTable+` l SET owner = $1, generation = l.generation + 1
+FROM won WHERE l.projection = $2 AND l.topic = won.topic AND l.kafka_partition = won.kafka_partition
 RETURNING l.topic, l.kafka_partition, l.generation, l.next_offset`, member, r.tracking, topics, parts, gens)
 			if err != nil {
 				return err
@@ -253,7 +333,26 @@ RETURNING generation, next_offset`, member, r.tracking, row.key.topic, row.key.p
 // deletes the member's row: a replica shutting down hands everything
 // over in one transaction.
 func (r *Runner) releaseLeases(ctx context.Context, member int64, ls []*lease, gone bool) error {
-	err := r.db.InTx(ctx, func(tx Tx) error {
+	err := r.single(ctx, func(tx Tx) error {
+		if tx.Dialect() == Postgres {
+			// One statement outside a transaction (one round trip): the
+			// releases, the member's row, and the notification that wakes
+			// the others, sent when it commits.
+			topics, parts, gens := make([]string, len(ls)), make([]int32, len(ls)), make([]int64, len(ls))
+			for i, l := range ls {
+				topics[i], parts[i], gens[i] = l.key.topic, int32(l.key.partition), l.gen
+			}
+			_, err := tx.Exec(ctx, `WITH released AS (
+	UPDATE `+LeasesTable+` l SET owner = NULL
+	FROM unnest($3::text[], $4::int[], $5::bigint[]) AS v(topic, part, gen)
+	WHERE l.projection = $1 AND l.topic = v.topic AND l.kafka_partition = v.part AND l.owner = $2 AND l.generation = v.gen
+	RETURNING 1
+), gone AS (
+	DELETE FROM `+MembersTable+` WHERE $6 AND projection = $1 AND member = $2 RETURNING 1
+)
+SELECT pg_notify($7, $8)`, r.tracking, member, topics, parts, gens, gone, leaseChannel, leasePayload(r.tracking, member))
+			return err
+		}
 		for _, l := range ls {
 			if _, err := tx.Exec(ctx, `UPDATE `+LeasesTable+` SET owner = NULL
 WHERE projection = $1 AND topic = $2 AND kafka_partition = $3 AND owner = $4 AND generation = $5`,

@@ -2,8 +2,6 @@ package projection
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -16,22 +14,28 @@ type owner struct {
 	r      *Runner
 	member int64
 	lost   <-chan struct{} // the member's session broke
+	wake   <-chan struct{} // another member released partitions or joined
 	unlock func()
 	out    chan<- item
 	held   map[partitionKey]*lease
 	// stopping are dropped leases whose readers may still be closing.
 	stopping []*lease
+	// recheck is set when an acquisition got fewer partitions than it
+	// asked for (one was locked by a commit in flight, or taken): the
+	// next check comes soon instead of at the next LeaseCheck.
+	recheck bool
 	// nextDiscover is when to look for (new) partitions again.
 	nextDiscover  time.Time
 	lastHeartbeat time.Time
 }
 
 // manage keeps this runner's share of the partitions until ctx ends:
-// every LeaseCheck it renews its heartbeat when due, reads the leases and
-// the live members, drops leases it lost, hands over (releases) those
-// the assignment gives to another live member, and acquires the free
-// ones assigned to it. It returns when ctx ends, with every reader
-// stopped; the caller then calls handOver.
+// every LeaseCheck, and at once when another member notifies, it renews
+// its heartbeat when due, reads the leases and the live members, drops
+// leases it lost, hands over (releases) those the assignment gives to
+// another live member, and acquires the free ones assigned to it. When
+// ctx ends it releases every lease at once (release) and returns; the
+// caller calls finish once the batch in flight is done.
 func (o *owner) manage(ctx context.Context) {
 	r := o.r
 	t := time.NewTicker(r.cfg.LeaseCheck)
@@ -52,10 +56,16 @@ func (o *owner) manage(ctx context.Context) {
 			r.hooks.Failed("lease", err)
 			r.log.Warn("lease check failed; retrying", "error", err)
 		}
+		var soon <-chan time.Time
+		if o.recheck {
+			soon = time.After(min(20*time.Millisecond, r.cfg.LeaseCheck))
+		}
 		select {
 		case <-ctx.Done():
-			o.stopAll()
+			o.release(ctx)
 			return
+		case <-soon:
+		case <-o.wake: // nil without a session
 		case <-o.lost: // a nil channel (not a member) never fires
 			// The member's session is gone, and with it (on PostgreSQL) the
 			// others' view of this runner as alive: they may be taking its
@@ -67,7 +77,7 @@ func (o *owner) manage(ctx context.Context) {
 			}
 			o.reap()
 			o.unlock()
-			o.lost = nil
+			o.lost, o.wake = nil, nil
 		case <-t.C:
 		}
 	}
@@ -100,11 +110,11 @@ func (o *owner) discover(ctx context.Context) error {
 
 // join registers as a new member.
 func (o *owner) join(ctx context.Context) error {
-	m, lost, unlock, err := o.r.register(ctx)
+	m, s, err := o.r.register(ctx)
 	if err != nil {
 		return err
 	}
-	o.member, o.lost, o.unlock, o.lastHeartbeat = m, lost, unlock, time.Now()
+	o.member, o.lost, o.wake, o.unlock, o.lastHeartbeat = m, s.lost, s.wake, s.release, time.Now()
 	o.r.log.Info("joined as member", "member", m)
 	return nil
 }
@@ -204,6 +214,7 @@ func (o *owner) check(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	o.recheck = len(got) < len(free)
 	var fresh []partitionKey // no offset stored yet
 	for _, a := range got {
 		if a.nextOffset < 0 {
@@ -230,7 +241,7 @@ func (o *owner) check(ctx context.Context) error {
 func (o *owner) start(ctx context.Context, k partitionKey, gen, from int64) {
 	r := o.r
 	rctx, cancel := context.WithCancel(ctx)
-	l := &lease{key: k, gen: gen, start: from, cancel: cancel, done: make(chan struct{})}
+	l := &lease{key: k, gen: gen, start: from, acquired: time.Now(), cancel: cancel, done: make(chan struct{})}
 	o.held[k] = l
 	r.log.Info("partition acquired", "topic", k.topic, "partition", k.partition, "generation", gen, "offset", from)
 	go func() {
@@ -261,28 +272,24 @@ func (o *owner) reap() {
 	o.stopping = o.stopping[:0]
 }
 
-// stopAll tells every reader to stop; the leases stay held (handOver
-// releases them). It does not wait: handOver does, after the release.
-func (o *owner) stopAll() {
-	for _, l := range o.held {
-		l.cancel()
-	}
-}
-
-// handOver releases every lease still held and removes the member, once
-// the apply loop has finished: a replica shutting down (SIGTERM) gives
-// its partitions to the others at once instead of making them wait for
-// its heartbeat to go stale.
-func (o *owner) handOver(ctx context.Context) {
+// release hands every lease over and removes the member, as soon as
+// the runner is told to stop: a replica shutting down (SIGTERM) gives its
+// partitions to the others at once, neither after its batch in flight
+// nor when its heartbeat goes stale. The batch in flight is not waited
+// for: the release keeps the generations, so it still commits if it gets
+// to the lease rows before the next owner's acquisition (which then
+// resumes after it), and is refused if it comes after (ErrLeaseLost;
+// its partitions are all dropped, so nothing is retried).
+func (o *owner) release(ctx context.Context) {
 	r := o.r
-	if o.lost == nil {
-		o.reap()
-		return
-	}
 	ls := make([]*lease, 0, len(o.held))
 	for _, l := range o.held {
 		l.dropped.Store(true)
+		l.cancel()
 		ls = append(ls, l)
+	}
+	if o.lost == nil {
+		return // not a member: nothing to release
 	}
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
@@ -291,8 +298,15 @@ func (o *owner) handOver(ctx context.Context) {
 	} else {
 		r.log.Info("partitions handed over at shutdown", "partitions", len(ls), "member", o.member)
 	}
-	o.unlock()
-	for _, l := range ls {
+}
+
+// finish ends the member's session and waits for the readers, once the
+// apply loop has returned.
+func (o *owner) finish() {
+	if o.lost != nil {
+		o.unlock()
+	}
+	for _, l := range o.held {
 		<-l.done
 	}
 	o.reap()
@@ -328,89 +342,6 @@ func (r *Runner) initialOffsets(ctx context.Context, keys []partitionKey) map[pa
 		}
 	}
 	return out
-}
-
-// readPartition fetches one leased partition from l.start into out until
-// ctx ends. The reader heals itself (reconnects, retries); an offset the
-// partition does not hold (the broker lost its log: the embedded broker
-// keeps nothing across a restart) restarts it at the first offset.
-func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
-	offset := l.start
-	backoff := r.cfg.RetryBackoff
-	began, first := time.Now(), true
-	failed := false // the previous reader failed: Ready is false until this one proves it works
-	for ctx.Err() == nil {
-		rd := kafka.NewReader(kafka.ReaderConfig{
-			Brokers: r.cfg.Brokers, Topic: l.key.topic, Partition: l.key.partition, Dialer: r.cfg.Dialer,
-			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond,
-			QueueCapacity:         max(r.cfg.BatchSize, 100),
-			OffsetOutOfRangeError: true,
-			ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-				r.log.Debug("kafka reader", "topic", l.key.topic, "partition", l.key.partition, "error", fmt.Sprintf(msg, args...))
-			}),
-		})
-		if err := rd.SetOffset(offset); err != nil { // only a started or group reader refuses
-			r.log.Error("partition reader refused its offset", "topic", l.key.topic, "partition", l.key.partition, "error", err)
-			_ = rd.Close()
-			return
-		}
-		if failed {
-			// A fetch clears the trouble, but an idle partition may not
-			// fetch anything for long: reading its end offset shows that
-			// the broker answers again.
-			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if _, err := rd.ReadLag(lctx); err == nil {
-				r.setReaderTrouble(false)
-				failed = false
-			}
-			cancel()
-		}
-		for {
-			m, err := rd.FetchMessage(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					break
-				}
-				if errors.Is(err, kafka.OffsetOutOfRange) {
-					r.log.Warn("offset not on the broker; reading the partition from its first offset",
-						"topic", l.key.topic, "partition", l.key.partition, "offset", offset)
-					offset = kafka.FirstOffset
-				} else {
-					r.setReaderTrouble(true)
-					failed = true
-					r.hooks.Failed("fetch", err)
-					r.log.Warn("fetch failed; retrying", "topic", l.key.topic, "partition", l.key.partition, "error", err, "backoff", backoff)
-					sleep(ctx, backoff)
-					backoff = min(2*backoff, 5*time.Second)
-				}
-				break
-			}
-			backoff = r.cfg.RetryBackoff
-			offset = m.Offset + 1
-			if first {
-				first = false
-				// How long a takeover waits for the broker: the reader's
-				// connect, seek and first fetch.
-				r.log.Info("partition reading", "topic", l.key.topic, "partition", l.key.partition,
-					"offset", m.Offset, "first_message_after", time.Since(began).Round(time.Millisecond).String())
-			}
-			r.mu.Lock()
-			r.readerTrouble = time.Time{}
-			r.lastFetch = time.Now()
-			r.pending++
-			r.mu.Unlock()
-			it := item{m: m, lease: l}
-			it.e, it.bad = decodeMessage(m, r.cfg.Mapper)
-			select {
-			case out <- it:
-			case <-ctx.Done():
-				r.mu.Lock()
-				r.pending--
-				r.mu.Unlock()
-			}
-		}
-		_ = rd.Close()
-	}
 }
 
 // fenceFor returns, per leased partition of items, the offset after the

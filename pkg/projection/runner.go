@@ -108,6 +108,7 @@ type Runner struct {
 	hooks    Hooks
 
 	running atomic.Bool
+	fetch   *fetcher // the partition readers' client
 	dlqMu   sync.Mutex
 	dlq     *kafka.Writer
 
@@ -202,6 +203,7 @@ func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner
 	}
 	r := &Runner{
 		db: db, p: p, cfg: cfg, tables: tables, tracking: name + cfg.TableSuffix,
+		fetch:      newFetcher(cfg.Brokers, cfg.Dialer),
 		log:        cfg.Logger.With("projection", name+cfg.TableSuffix),
 		hooks:      cfg.Hooks,
 		partitions: map[partitionKey]*PartitionLag{},
@@ -231,9 +233,10 @@ func (r *Runner) Tables() Tables { return r.tables }
 // Run consumes until ctx is cancelled or applying fails for good. It
 // joins the projection's members, applies the partitions leased to it
 // and hands partitions over as members come and go (DESIGN.md,
-// "Partition leases"). On cancellation it finishes the batch in
-// progress, releases its leases (the other members take them over at
-// their next LeaseCheck) and returns nil.
+// "Partition leases"). On cancellation it releases its leases at once
+// (the other members take them over when notified, or at their next
+// LeaseCheck), finishes the batch in progress, whose partitions the
+// next owners resume after if it commits first, and returns nil.
 func (r *Runner) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return errors.New("projection: runner is already running")
@@ -257,6 +260,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer stopGaps()
 	go r.refreshGaps(gctx)
 
+	r.fetch.warm(ctx, r.p.Topics())
+	defer r.fetch.close()
 	msgs := make(chan item, r.cfg.BatchSize)
 	o := &owner{r: r, out: msgs, held: map[partitionKey]*lease{}}
 	mctx, stopManage := context.WithCancel(ctx)
@@ -267,8 +272,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	}()
 	err = r.applyLoop(ctx, msgs)
 	stopManage()
-	<-managed
-	o.handOver(ctx)
+	<-managed // the leases are released
+	o.finish()
 	r.mu.Lock()
 	r.leasesChecked, r.owned = false, 0
 	r.pending = 0 // what the stopped readers fetched is nobody's now
@@ -431,6 +436,10 @@ func (r *Runner) runBatch(ctx context.Context, batch []item, process processFunc
 	for _, it := range batch[:done] {
 		if it.dropped() {
 			continue
+		}
+		if l := it.lease; l != nil && !l.applied.Swap(true) {
+			r.log.Info("partition applying", "topic", l.key.topic, "partition", l.key.partition,
+				"offset", it.m.Offset, "first_commit_after", time.Since(l.acquired).Round(time.Millisecond).String())
 		}
 		m := &it.m
 		k := partitionKey{m.Topic, m.Partition}

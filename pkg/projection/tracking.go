@@ -175,7 +175,7 @@ const (
 // depends on the counts.)
 func finishTx(ctx context.Context, tx Tx, projection string, rows []trackingRow, fence []offsetRow, last bool) error {
 	pt, ok := tx.(*pgTx)
-	if !ok || !last || len(rows) > maxRowsPerStatement || len(rows)+len(fence) == 0 {
+	if !ok || !last || len(rows)+len(fence) == 0 {
 		if err := writeFence(ctx, tx, projection, fence); err != nil {
 			return err
 		}
@@ -198,12 +198,18 @@ func finishTx(ctx context.Context, tx Tx, projection string, rows []trackingRow,
 		checks = append(checks, `WHEN (SELECT count(*) FROM fenced) <> `+param(int64(len(fence)))+` THEN '`+fencedMarker+`'`)
 	}
 	if len(rows) > 0 {
-		sql, targs := trackingUpsert(projection, rows)
-		// trackingUpsert numbers its parameters from $1 (the projection):
-		// put the fence's after them.
-		sql, targs = renumber(sql, targs, args)
-		args = targs
-		ctes = append(ctes, `moved AS (`+sql+` RETURNING 1)`)
+		// Arrays rather than a VALUES list: one statement text for any
+		// batch, so it is prepared once per connection, not once per batch
+		// size (a new process would otherwise prepare one at almost every
+		// batch of its first minutes).
+		ids, versions, events := make([]string, len(rows)), make([]int64, len(rows)), make([]string, len(rows))
+		for i, r := range rows {
+			ids[i], versions[i], events[i] = r.aggregateID, int64(r.version), r.eventID
+		}
+		ctes = append(ctes, `moved AS (INSERT INTO `+TrackingTable+` (projection, aggregate_id, version, event_id)
+	SELECT $1, v.id, v.version, v.event FROM unnest(`+param(ids)+`::uuid[], `+param(versions)+`::bigint[], `+param(events)+`::uuid[]) AS v(id, version, event)
+	ON CONFLICT (projection, aggregate_id) DO UPDATE SET version = excluded.version, event_id = excluded.event_id, updated_at = CURRENT_TIMESTAMP
+	WHERE `+TrackingTable+`.version < excluded.version RETURNING 1)`)
 		checks = append(checks, `WHEN (SELECT count(*) FROM moved) <> `+param(int64(len(rows)))+` THEN '`+concurrentMarker+`'`)
 	}
 	sql := `WITH ` + strings.Join(ctes, ",\n") + `
@@ -221,35 +227,6 @@ SELECT (CASE ` + strings.Join(checks, " ") + ` ELSE '0' END)::int`
 		return fmt.Errorf("projection: write tracking: %w", err)
 	})
 	return nil
-}
-
-// renumber appends the upsert's arguments after $1 to have (which
-// already holds the projection as $1) and shifts its placeholders $2… to
-// follow them.
-func renumber(sql string, upsertArgs, have []any) (string, []any) {
-	shift := len(have) - 1
-	if shift == 0 {
-		return sql, upsertArgs
-	}
-	var b strings.Builder
-	for i := 0; i < len(sql); i++ {
-		if sql[i] != '$' {
-			b.WriteByte(sql[i])
-			continue
-		}
-		j := i + 1
-		for j < len(sql) && sql[j] >= '0' && sql[j] <= '9' {
-			j++
-		}
-		n, err := strconv.Atoi(sql[i+1 : j])
-		if err != nil || n == 1 {
-			b.WriteString(sql[i:j])
-		} else {
-			b.WriteString("$" + strconv.Itoa(n+shift))
-		}
-		i = j - 1
-	}
-	return b.String(), append(have, upsertArgs[1:]...)
 }
 
 // writeFence is finishTx's fence as one statement per partition, checked
