@@ -4,7 +4,8 @@
 // A [Projection] names its topics and tables, creates its tables in
 // Setup and applies events in Handle (or, faster, a whole batch in
 // [BatchHandler.HandleBatch]). A [Runner] reads the topics' partitions
-// with kafka-go partition readers and applies each batch in one database
+// (kafka-go fetch requests, one reader per leased partition) and applies
+// each batch in one database
 // transaction ([DB], [Tx]: [NewPostgres] over pgx, [NewSQLite] over
 // database/sql), together with the tracking table that records, per
 // aggregate, the last version applied, and each partition's next offset.
@@ -34,7 +35,8 @@
 // partitions through lease rows in the read model's own database
 // ([LeasesTable], [MembersTable]) instead of a consumer group: a killed
 // runner's partitions are taken over within about
-// [RunnerConfig.LeaseCheck], a stopped one hands them over as it exits,
+// [RunnerConfig.LeaseCheck], a stopped one hands them over the moment it
+// is told to stop (on PostgreSQL the others are woken by a notification),
 // and a runner that lost a lease while paused cannot commit any more
 // ([ErrLeaseLost]): every applying transaction checks the lease's
 // generation.

@@ -7,6 +7,10 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
+// handOverWait bounds how long a hand-over waits for the batch in flight
+// (see check).
+const handOverWait = 500 * time.Millisecond
+
 // owner is the membership and lease state of one Run: which partitions
 // this runner applies, each fed by its own partition reader. Only the
 // manage goroutine changes it; the apply loop reads lease.dropped.
@@ -189,12 +193,22 @@ func (o *owner) check(ctx context.Context) error {
 		for _, l := range handOver {
 			o.drop(l) // the release does not wait for the readers to close
 		}
-		// Nor for the batch in flight, which may hold messages of these
-		// partitions: the release keeps the generation, so that batch still
-		// commits if it gets to the lease row before the next owner's
-		// acquisition (which then resumes after it), and is refused
-		// (ErrLeaseLost, retried without them) if it gets there after.
-		// Waiting for it would leave the partitions unapplied meanwhile.
+		// It waits, up to handOverWait, for a batch in flight that holds
+		// messages of these partitions. Released under it, the batch would
+		// still commit if it got to the lease rows before the next owner's
+		// acquisition (the release keeps the generation), but the next
+		// owner, woken at once, usually gets there first: the batch would
+		// be refused (ErrLeaseLost) and applied again without them, which
+		// delays the partitions this runner keeps by a whole batch.
+		if done := r.batchDone(handOver); done != nil {
+			t := time.NewTimer(handOverWait)
+			select {
+			case <-done:
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
 		if err := r.releaseLeases(ctx, o.member, handOver, false); err != nil {
 			return err
 		}

@@ -80,8 +80,9 @@ type RunnerConfig struct {
 	LeaseTTL time.Duration
 	// LeaseCheck is how often the runner reads the leases and members,
 	// acquires what is free and assigned to it, and hands over what is
-	// assigned to another: it bounds failover after a crash and hand-over
-	// after a shutdown. Default 100ms.
+	// assigned to another: it bounds failover after a crash. On
+	// PostgreSQL a release or a join also wakes the other members at once
+	// (LISTEN/NOTIFY), so hand-overs do not wait for it. Default 100ms.
 	LeaseCheck time.Duration
 	// HeartbeatInterval is how often the runner renews its membership;
 	// it must be shorter than LeaseTTL. Default LeaseTTL/4.
@@ -130,6 +131,31 @@ type Runner struct {
 	// member; owned counts the partitions it holds.
 	leasesChecked bool
 	owned         int
+	// flight is the batch being applied, nil between batches.
+	flight *flight
+}
+
+// flight is a batch being applied: the leases of its messages, and a
+// channel closed when it is done.
+type flight struct {
+	leases map[*lease]bool
+	done   chan struct{}
+}
+
+// batchDone returns a channel closed when the batch in flight, if it
+// holds messages of any of ls, is done; nil if none does.
+func (r *Runner) batchDone(ls []*lease) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.flight == nil {
+		return nil
+	}
+	for _, l := range ls {
+		if r.flight.leases[l] {
+			return r.flight.done
+		}
+	}
+	return nil
 }
 
 type counts struct{ applied, duplicates, gaps, deadLettered uint64 }
@@ -310,7 +336,21 @@ func (r *Runner) applyLoop(ctx context.Context, msgs chan item) error {
 		if len(batch) == 0 {
 			continue
 		}
-		if err := r.runBatch(ctx, batch, r.processItems); err != nil {
+		f := &flight{leases: map[*lease]bool{}, done: make(chan struct{})}
+		for _, it := range batch {
+			if it.lease != nil {
+				f.leases[it.lease] = true
+			}
+		}
+		r.mu.Lock()
+		r.flight = f
+		r.mu.Unlock()
+		err := r.runBatch(ctx, batch, r.processItems)
+		r.mu.Lock()
+		r.flight = nil
+		r.mu.Unlock()
+		close(f.done)
+		if err != nil {
 			return err
 		}
 	}
