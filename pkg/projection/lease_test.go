@@ -91,3 +91,39 @@ func waitAll(t *testing.T, r *projection.Runner, groups [][]aggregate.Event) {
 		}
 	}
 }
+
+// On PostgreSQL the members wake each other with notifications: with a
+// LeaseCheck of an hour, a joining runner still gets its share at once,
+// and a stopping one's partitions are taken over at once.
+func TestHandOversAreNotified(t *testing.T) {
+	b := startBroker(t)
+	db := openPostgres(t)
+	p := newCounts("notified_counts")
+	cfg := config(b)
+	cfg.LeaseCheck, cfg.LeaseTTL, cfg.HeartbeatInterval = time.Hour, 2*time.Hour, time.Hour
+	ra, err := projection.NewRunner(db, p, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopA := run(t, ra)
+	eventually(t, "the first runner holding every partition", 20*time.Second, func() bool {
+		return ra.Status().Leases == 8
+	})
+	rb, err := projection.NewRunner(db, p, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, rb)
+	eventually(t, "the joining runner given its share", 20*time.Second, func() bool {
+		return ra.Status().Leases == 4 && rb.Status().Leases == 4
+	})
+	if err := stopA(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	eventually(t, "the remaining runner holding every partition", 20*time.Second, func() bool {
+		return rb.Status().Leases == 8
+	})
+	groups := worldEvents(t, 20, 2)
+	produce(t, newWriter(t, b.Addr()), messages(t, flatten(groups)))
+	waitAll(t, rb, groups)
+}
