@@ -29,14 +29,7 @@ func TestBrokerThatForgotItsLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	run(t, r)
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	for _, g := range before {
-		last := g[len(g)-1]
-		if err := r.WaitFor(wctx, last.AggregateID, last.Version); err != nil {
-			t.Fatal(err)
-		}
-	}
+	waitAll(t, r, before)
 
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
@@ -51,12 +44,7 @@ func TestBrokerThatForgotItsLog(t *testing.T) {
 	}
 	after := worldEvents(t, 8, 1)
 	produce(t, newWriter(t, addr), messages(t, flatten(after)))
-	for _, g := range after {
-		last := g[len(g)-1]
-		if err := r.WaitFor(wctx, last.AggregateID, last.Version); err != nil {
-			t.Fatalf("event published after the broker's restart: %v", err)
-		}
-	}
+	waitAll(t, r, after) // published after the broker's restart
 	if st := r.Status(); st.Applied != 408 || st.Gaps != 0 {
 		t.Fatalf("applied %d, gaps %d; want 408 and 0", st.Applied, st.Gaps)
 	}
