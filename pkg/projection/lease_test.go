@@ -127,3 +127,36 @@ func TestHandOversAreNotified(t *testing.T) {
 	produce(t, newWriter(t, b.Addr()), messages(t, flatten(groups)))
 	waitAll(t, rb, groups)
 }
+
+// A member's heartbeat moves its seen_ms on the database's clock, on
+// both databases (PostgreSQL sends it as one statement outside a
+// transaction).
+func TestHeartbeatsRenewMembership(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			b := startBroker(t)
+			db := be.open(t)
+			cfg := config(b)
+			cfg.LeaseTTL, cfg.HeartbeatInterval, cfg.LeaseCheck = 2*time.Second, 50*time.Millisecond, 20*time.Millisecond
+			r, err := projection.NewRunner(db, newCounts("beating"), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(t, r)
+			eventually(t, "every partition leased", 20*time.Second, func() bool { return r.Status().Leases == 8 })
+			seen := func() int64 {
+				var ms int64
+				if err := db.InTx(ctx, func(tx projection.Tx) error {
+					return tx.QueryRow(ctx, `SELECT seen_ms FROM `+projection.MembersTable+` WHERE projection = $1`, "beating").Scan(&ms)
+				}); err != nil {
+					t.Fatal(err)
+				}
+				return ms
+			}
+			first := seen()
+			eventually(t, "a later heartbeat", 10*time.Second, func() bool { return seen() > first })
+		})
+	}
+}
