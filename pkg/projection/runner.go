@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/esflow/esflow/pkg/eventstore"
 )
@@ -93,6 +94,12 @@ type RunnerConfig struct {
 	// MemberName is recorded with the runner's membership, for operators
 	// (MembersTable). Default the host name.
 	MemberName string
+	// TracerProvider receives a span per applied batch ([SpanApply]),
+	// linked to the spans that saved its events (the messages'
+	// traceparent headers). Handlers get the span in their context.
+	// Default: the global provider, otel.GetTracerProvider(), a no-op
+	// until the program installs an SDK.
+	TracerProvider trace.TracerProvider
 }
 
 // Runner consumes a projection's topics and applies them to its read
@@ -106,6 +113,7 @@ type Runner struct {
 	tracking string // tracking key: p.Name() + TableSuffix
 	log      *slog.Logger
 	hooks    Hooks
+	tracer   trace.Tracer
 
 	running atomic.Bool
 	dlqMu   sync.Mutex
@@ -204,6 +212,7 @@ func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner
 		db: db, p: p, cfg: cfg, tables: tables, tracking: name + cfg.TableSuffix,
 		log:        cfg.Logger.With("projection", name+cfg.TableSuffix),
 		hooks:      cfg.Hooks,
+		tracer:     tracerFrom(cfg.TracerProvider),
 		partitions: map[partitionKey]*PartitionLag{},
 		openGaps:   map[string]uint64{},
 		notify:     make(chan struct{}),
@@ -425,7 +434,9 @@ func (r *Runner) runBatch(ctx context.Context, batch []item, process processFunc
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(r.cfg.ShutdownTimeout, cancel) })
 	defer stop()
 
-	done, err := process(ctx, bctx, batch)
+	sctx, span := r.startApply(bctx, batch)
+	done, err := process(ctx, sctx, batch)
+	endApply(sctx, span, err)
 	r.mu.Lock()
 	r.pending -= len(batch)
 	for _, it := range batch[:done] {
