@@ -271,7 +271,9 @@ func TestTraceFromRequestToReadModel(t *testing.T) {
 		t.Errorf("apply span applied %d", v.AsInt64())
 	}
 	if v, _ := attr(apply, projection.AttrPartitions); len(v.AsStringSlice()) == 0 ||
-		!slices.ContainsFunc(v.AsStringSlice(), func(p string) bool { return len(p) > len(readmodel.WorldTopic) && p[:len(readmodel.WorldTopic)] == readmodel.WorldTopic }) {
+		!slices.ContainsFunc(v.AsStringSlice(), func(p string) bool {
+			return len(p) > len(readmodel.WorldTopic) && p[:len(readmodel.WorldTopic)] == readmodel.WorldTopic
+		}) {
 		t.Errorf("apply span partitions %v", v.AsStringSlice())
 	}
 	if _, ok := attr(apply, projection.AttrFirstOffset); !ok {

@@ -46,7 +46,7 @@ func TestApplySpansIgnoreMalformedTraceparent(t *testing.T) {
 	setHeader(&msgs[0], outbox.HeaderTraceParent, "00-"+good.TraceID().String()+"-"+good.SpanID().String()+"-01")
 	setHeader(&msgs[1], outbox.HeaderTraceParent, "00-not-a-trace-context")
 	setHeader(&msgs[1], outbox.HeaderTraceState, "=,=,\x00")
-	setHeader(&msgs[2], outbox.HeaderTraceParent, "00-00000000000000000000000000000000-0000000000000000-01") // all-zero ids are invalid
+	setHeader(&msgs[2], outbox.HeaderTraceParent, "00-00000000000000000000000000000000-0000000000000000-01")      // all-zero ids are invalid
 	setHeader(&msgs[3], outbox.HeaderTraceParent, "ff-"+good.TraceID().String()+"-"+good.SpanID().String()+"-01") // version ff is forbidden
 	w := newWriter(t, b.Addr())
 	produce(t, w, msgs)
