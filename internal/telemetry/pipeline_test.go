@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -270,10 +271,9 @@ func TestTraceFromRequestToReadModel(t *testing.T) {
 	if v, _ := attr(apply, projection.AttrApplied); v.AsInt64() < 1 {
 		t.Errorf("apply span applied %d", v.AsInt64())
 	}
-	if v, _ := attr(apply, projection.AttrPartitions); len(v.AsStringSlice()) == 0 ||
-		!slices.ContainsFunc(v.AsStringSlice(), func(p string) bool {
-			return len(p) > len(readmodel.WorldTopic) && p[:len(readmodel.WorldTopic)] == readmodel.WorldTopic
-		}) {
+	if v, _ := attr(apply, projection.AttrPartitions); !slices.ContainsFunc(v.AsStringSlice(), func(p string) bool {
+		return strings.HasPrefix(p, readmodel.WorldTopic+"/")
+	}) {
 		t.Errorf("apply span partitions %v", v.AsStringSlice())
 	}
 	if _, ok := attr(apply, projection.AttrFirstOffset); !ok {
