@@ -72,7 +72,9 @@ type slotOutbox struct{ *application.Application }
 func (s slotOutbox) Fetch(ctx context.Context, sh outbox.Shard, n int) ([]outbox.Message, error) {
 	return s.Outbox().Fetch(ctx, sh, n)
 }
-func (s slotOutbox) Delete(ctx context.Context, ids []int64) error { return s.Outbox().Delete(ctx, ids) }
+func (s slotOutbox) Delete(ctx context.Context, ids []int64) error {
+	return s.Outbox().Delete(ctx, ids)
+}
 func (s slotOutbox) Backlog(ctx context.Context, sh outbox.Shard) (outbox.Backlog, error) {
 	return s.Outbox().Backlog(ctx, sh)
 }
