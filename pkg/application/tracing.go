@@ -43,7 +43,7 @@ func tracerFrom(tp trace.TracerProvider) trace.Tracer {
 // startSave starts the span of a save of aggs as a child of ctx's span.
 // The attributes are only computed for a span that records.
 func startSave(ctx context.Context, tr trace.Tracer, aggs []aggregate.Aggregate) (context.Context, trace.Span) {
-	ctx, span := tr.Start(ctx, "esflow.save", trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := tr.Start(ctx, "esflow.save") // kind internal, the default
 	if !span.IsRecording() {
 		return ctx, span
 	}
