@@ -244,7 +244,7 @@ func TestTraceFromRequestToReadModel(t *testing.T) {
 		application.AttrEventCount:       attribute.IntValue(1),
 	} {
 		if got, ok := attr(save, key); !ok || got != want {
-			t.Errorf("save span %s = %v, want %v", key, got.Emit(), want.Emit())
+			t.Errorf("save span %s = %v, want %v", key, got.String(), want.String())
 		}
 	}
 

@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/esflow/esflow/internal/spans"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/eventstore"
 )
@@ -31,14 +30,8 @@ const (
 )
 
 // tracerFrom returns the application's tracer from tp, or from the
-// global provider (otel.GetTracerProvider, a no-op until a program
-// installs an SDK) when tp is nil.
-func tracerFrom(tp trace.TracerProvider) trace.Tracer {
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	return tp.Tracer(TracerName)
-}
+// global provider when tp is nil.
+func tracerFrom(tp trace.TracerProvider) trace.Tracer { return spans.Tracer(tp, TracerName) }
 
 // startSave starts the span of a save of aggs as a child of ctx's span.
 // The attributes are only computed for a span that records.
@@ -72,12 +65,8 @@ func startSave(ctx context.Context, tr trace.Tracer, aggs []aggregate.Aggregate)
 // endSave ends a save's span with err's status: an error status for any
 // failure, marked as a concurrency conflict for eventstore.ErrConcurrency.
 func endSave(span trace.Span, err error) {
-	if err != nil {
-		if errors.Is(err, eventstore.ErrConcurrency) {
-			span.SetAttributes(AttrConflict.Bool(true))
-		}
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+	if errors.Is(err, eventstore.ErrConcurrency) {
+		span.SetAttributes(AttrConflict.Bool(true))
 	}
-	span.End()
+	spans.End(span, err)
 }

@@ -63,7 +63,7 @@ func TestSaveSpans(t *testing.T) {
 		application.AttrEventCount:       attribute.IntValue(2),
 	} {
 		if got := spanAttrs(second)[key]; got != want {
-			t.Errorf("%s = %v, want %v", key, got.Emit(), want.Emit())
+			t.Errorf("%s = %v, want %v", key, got.String(), want.String())
 		}
 	}
 

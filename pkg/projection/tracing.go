@@ -5,11 +5,11 @@ import (
 	"strconv"
 
 	"github.com/segmentio/kafka-go"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/esflow/esflow/internal/spans"
 )
 
 // TracerName is the instrumentation scope of the runner's spans.
@@ -33,12 +33,7 @@ const (
 	AttrGaps        = attribute.Key("esflow.projection.gaps")
 )
 
-func tracerFrom(tp trace.TracerProvider) trace.Tracer {
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	return tp.Tracer(TracerName)
-}
+func tracerFrom(tp trace.TracerProvider) trace.Tracer { return spans.Tracer(tp, TracerName) }
 
 // batchStats adds up what the transactions of one batch did, for its
 // span: a batch may take several (one per message after a handler
@@ -70,7 +65,7 @@ func (r *Runner) startApply(ctx context.Context, batch []item) (context.Context,
 	var (
 		parts []partitionKey
 		offs  = map[partitionKey]*offsets{}
-		seen  = map[trace.SpanID]bool{}
+		links = spans.NewLinker(span)
 	)
 	for _, it := range batch {
 		m := &it.m
@@ -81,11 +76,7 @@ func (r *Runner) startApply(ctx context.Context, batch []item) (context.Context,
 			offs[k] = &offsets{m.Offset, m.Offset}
 			parts = append(parts, k)
 		}
-		sc := kafkaTraceContext(m.Headers)
-		if sc.IsValid() && !seen[sc.SpanID()] {
-			seen[sc.SpanID()] = true
-			span.AddLink(trace.Link{SpanContext: sc})
-		}
+		links.Link(kafkaTraceContext(m.Headers))
 	}
 	names := make([]string, len(parts))
 	firsts, lasts := make([]int64, len(parts)), make([]int64, len(parts))
@@ -113,11 +104,7 @@ func endApply(ctx context.Context, span trace.Span, err error) {
 	if st, ok := ctx.Value(statsKey{}).(*batchStats); ok {
 		span.SetAttributes(AttrApplied.Int(st.applied), AttrDuplicates.Int(st.duplicates), AttrGaps.Int(st.gaps))
 	}
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	}
-	span.End()
+	spans.End(span, err)
 }
 
 // kafkaTraceContext returns the span context a message's W3C trace

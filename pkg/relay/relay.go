@@ -13,6 +13,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/esflow/esflow/internal/spans"
 	"github.com/esflow/esflow/pkg/outbox"
 )
 
@@ -436,7 +437,7 @@ func (r *Relay) step(ctx context.Context, fence outbox.Fence, batch []outbox.Mes
 	start := time.Now()
 	sctx, span := r.startPublish(pctx, batch)
 	perr := r.pub.Publish(sctx, batch)
-	endPublish(span, perr)
+	spans.End(span, perr)
 	took := time.Since(start)
 	wg.Wait()
 	if derr != nil {

@@ -3,11 +3,10 @@ package relay
 import (
 	"context"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/esflow/esflow/internal/spans"
 	"github.com/esflow/esflow/pkg/outbox"
 )
 
@@ -23,12 +22,7 @@ const (
 	AttrShards = attribute.Key("esflow.relay.shards")
 )
 
-func tracerFrom(tp trace.TracerProvider) trace.Tracer {
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	return tp.Tracer(TracerName)
-}
+func tracerFrom(tp trace.TracerProvider) trace.Tracer { return spans.Tracer(tp, TracerName) }
 
 // startPublish starts the span of a batch's publish: a root span (a
 // batch carries the events of many traces) with a link to the span each
@@ -46,22 +40,9 @@ func (r *Relay) startPublish(ctx context.Context, batch []outbox.Message) (conte
 		attribute.Int("messaging.batch.message_count", len(batch)),
 		AttrShard.Int(r.cfg.Shard.Index), AttrShards.Int(max(r.cfg.Shard.Count, 1)),
 	)
-	seen := map[trace.SpanID]bool{}
+	links := spans.NewLinker(span)
 	for _, m := range batch {
-		sc := outbox.TraceContext(m.Headers)
-		if sc.IsValid() && !seen[sc.SpanID()] {
-			seen[sc.SpanID()] = true
-			span.AddLink(trace.Link{SpanContext: sc})
-		}
+		links.Link(outbox.TraceContext(m.Headers))
 	}
 	return ctx, span
-}
-
-// endPublish ends a publish span with the outcome of Publish.
-func endPublish(span trace.Span, err error) {
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-	}
-	span.End()
 }

@@ -4,11 +4,12 @@ import (
 	"net/http"
 	"strings"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/esflow/esflow/internal/spans"
 )
 
 // TracerName is the instrumentation scope of the writer's spans.
@@ -50,9 +51,4 @@ func endRequest(span trace.Span, info *reqInfo, status int) {
 	span.End()
 }
 
-func tracerFrom(tp trace.TracerProvider) trace.Tracer {
-	if tp == nil {
-		tp = otel.GetTracerProvider()
-	}
-	return tp.Tracer(TracerName)
-}
+func tracerFrom(tp trace.TracerProvider) trace.Tracer { return spans.Tracer(tp, TracerName) }
