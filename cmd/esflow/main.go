@@ -51,6 +51,7 @@ import (
 	"github.com/esflow/esflow/examples/domainapi"
 	"github.com/esflow/esflow/internal/projector"
 	"github.com/esflow/esflow/internal/relayservice"
+	"github.com/esflow/esflow/internal/telemetry"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/broker"
@@ -63,7 +64,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil); err != nil {
+	stopTracing, err := telemetry.Setup(ctx, "esflow")
+	if err == nil {
+		err = run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil)
+		_ = stopTracing(context.WithoutCancel(ctx)) // flushes the spans
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "esflow:", err)
 		os.Exit(1)
 	}

@@ -50,6 +50,7 @@ import (
 
 	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/internal/projector"
+	"github.com/esflow/esflow/internal/telemetry"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/kafkaenv"
@@ -123,7 +124,12 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, cfg); err != nil {
+	stopTracing, err := telemetry.Setup(ctx, "esflow-projector")
+	if err == nil {
+		err = run(ctx, cfg)
+		_ = stopTracing(context.WithoutCancel(ctx)) // flushes the spans
+	}
+	if err != nil {
 		log.Error("projector failed", "error", err)
 		stop()
 		os.Exit(1)

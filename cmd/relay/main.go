@@ -36,6 +36,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/esflow/esflow/internal/relayservice"
+	"github.com/esflow/esflow/internal/telemetry"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/kafkaenv"
 	"github.com/esflow/esflow/pkg/ops"
@@ -46,7 +47,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
+	stopTracing, err := telemetry.Setup(ctx, "esflow-relay")
+	if err == nil {
+		err = run(ctx, os.Args[1:], os.Stderr, nil)
+		_ = stopTracing(context.WithoutCancel(ctx)) // flushes the spans
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "relay:", err)
 		os.Exit(1)
 	}

@@ -48,6 +48,7 @@ import (
 	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/examples/domainapi"
 	"github.com/esflow/esflow/internal/relayservice"
+	"github.com/esflow/esflow/internal/telemetry"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/kafkaenv"
@@ -62,7 +63,12 @@ const EnvToken = "WRITER_TOKEN"
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr, nil); err != nil {
+	stopTracing, err := telemetry.Setup(ctx, "esflow-writer")
+	if err == nil {
+		err = run(ctx, os.Args[1:], os.Stderr, nil)
+		_ = stopTracing(context.WithoutCancel(ctx)) // flushes the spans
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "writer:", err)
 		os.Exit(1)
 	}

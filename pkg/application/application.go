@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/eventstore"
@@ -75,6 +76,11 @@ type Config struct {
 	// replication slot (wal_level=logical). Writers and relays of one
 	// outbox must use the same mode.
 	OutboxMode OutboxMode
+	// TracerProvider receives the spans of Save and SaveWithMessages
+	// (see [Application.Save]). Default: the global provider,
+	// otel.GetTracerProvider(), which is a no-op until the program
+	// installs an SDK.
+	TracerProvider trace.TracerProvider
 }
 
 // OutboxMode is Config.OutboxMode.
@@ -107,6 +113,7 @@ type Application struct {
 
 	recorder eventstore.Recorder
 	outbox   Outbox
+	tracer   trace.Tracer
 	cfg      Config
 	closers  []func() error
 }
@@ -152,7 +159,7 @@ func New(ctx context.Context, cfg Config) (*Application, error) {
 	if cfg.OutboxMode == OutboxWAL && backend != BackendPostgres {
 		return nil, fmt.Errorf("%w: the WAL outbox mode needs PostgreSQL, not %s", ErrConfig, backend)
 	}
-	app := &Application{Backend: backend, cfg: cfg}
+	app := &Application{Backend: backend, cfg: cfg, tracer: tracerFrom(cfg.TracerProvider)}
 	// migrate creates the backend's tables (nil for memory, which has none).
 	var migrate func(context.Context) error
 	switch backend {
@@ -252,7 +259,7 @@ func (a *Application) Outbox() Outbox { return a.outbox }
 // SaveWithMessages is Save plus integration messages of the service's own,
 // written to the outbox in the same transaction as the events.
 func (a *Application) SaveWithMessages(ctx context.Context, msgs []outbox.Message, aggs ...aggregate.Aggregate) error {
-	return saveWith(ctx, a.Store, msgs, aggs, func(typ string) uint64 { return a.cfg.SnapshotEvery[typ] }, a.cfg.Logger)
+	return saveWith(ctx, a.tracer, a.Store, msgs, aggs, func(typ string) uint64 { return a.cfg.SnapshotEvery[typ] }, a.cfg.Logger)
 }
 
 // Recorder returns the backend's recorder (for raw records).
@@ -260,8 +267,16 @@ func (a *Application) Recorder() eventstore.Recorder { return a.recorder }
 
 // Save stores the pending events of the aggregates atomically (see
 // [Save]) and takes the snapshots Config.SnapshotEvery asks for.
+//
+// Each save is a span "esflow.save", a child of ctx's span, with the
+// attributes [AttrAggregateType], [AttrAggregateID],
+// [AttrAggregateVersion] (the version after the save) and
+// [AttrEventCount] (the *s forms for several aggregates), and an error
+// status when it fails ([AttrConflict] set for ErrConcurrency). Its trace
+// context is written into the outbox messages' traceparent and tracestate
+// headers, so that the relay's and the projectors' spans link back to it.
 func (a *Application) Save(ctx context.Context, aggs ...aggregate.Aggregate) error {
-	return save(ctx, a.Store, aggs, func(typ string) uint64 { return a.cfg.SnapshotEvery[typ] }, a.cfg.Logger)
+	return a.SaveWithMessages(ctx, nil, aggs...)
 }
 
 // Close releases the backend. It is safe to call more than once.

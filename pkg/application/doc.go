@@ -41,4 +41,14 @@
 // committed late by a concurrent writer. [LogHandler] serves a log over
 // HTTP as JSON and [RemoteLog] reads it from another process through the
 // same Reader.
+//
+// # Tracing
+//
+// [Application.Save] (and [Save], [Repository.Save]) is an OpenTelemetry
+// span "esflow.save" with the aggregates' type, id, version and event
+// count, and an error status on failure; the event store writes the
+// span's W3C trace context into the outbox messages' headers
+// ([outbox.SetTraceContext]), so that the relay's and the projectors'
+// spans link back to it. Config.TracerProvider (default the global
+// provider) chooses where the spans go.
 package application

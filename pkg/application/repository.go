@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/eventstore"
@@ -27,6 +28,7 @@ type Repository[T aggregate.Aggregate] struct {
 	newT          func() T
 	snapshotEvery uint64
 	logger        *slog.Logger
+	tracer        trace.Tracer
 }
 
 // RepositoryOption configures a [Repository].
@@ -35,6 +37,7 @@ type RepositoryOption func(*repoOptions)
 type repoOptions struct {
 	snapshotEvery uint64
 	logger        *slog.Logger
+	tracer        trace.TracerProvider
 }
 
 // SnapshotEvery makes Save take a snapshot whenever an aggregate's version
@@ -45,6 +48,12 @@ func SnapshotEvery(n uint64) RepositoryOption { return func(o *repoOptions) { o.
 // are saved all the same). Default: slog.Default().
 func WithLogger(l *slog.Logger) RepositoryOption { return func(o *repoOptions) { o.logger = l } }
 
+// WithTracerProvider sets where Save's spans go (see [Application.Save]).
+// Default: the global provider, otel.GetTracerProvider().
+func WithTracerProvider(tp trace.TracerProvider) RepositoryOption {
+	return func(o *repoOptions) { o.tracer = tp }
+}
+
 // NewRepository returns a repository of aggregates made by newT, e.g.
 // func() *World { return new(World) }.
 func NewRepository[T aggregate.Aggregate](store *eventstore.EventStore, newT func() T, opts ...RepositoryOption) *Repository[T] {
@@ -52,7 +61,7 @@ func NewRepository[T aggregate.Aggregate](store *eventstore.EventStore, newT fun
 	for _, opt := range opts {
 		opt(&o)
 	}
-	return &Repository[T]{store: store, newT: newT, snapshotEvery: o.snapshotEvery, logger: o.logger}
+	return &Repository[T]{store: store, newT: newT, snapshotEvery: o.snapshotEvery, logger: o.logger, tracer: tracerFrom(o.tracer)}
 }
 
 // Get returns the aggregate's current state. A missing or discarded
@@ -108,7 +117,7 @@ func (r *Repository[T]) Save(ctx context.Context, aggs ...T) error {
 	for i, a := range aggs {
 		as[i] = a
 	}
-	return save(ctx, r.store, as, func(string) uint64 { return r.snapshotEvery }, r.logger)
+	return saveWith(ctx, r.tracer, r.store, nil, as, func(string) uint64 { return r.snapshotEvery }, r.logger)
 }
 
 // TakeSnapshot stores a snapshot of the aggregate's current stored state.
@@ -159,15 +168,17 @@ func (r *Repository[T]) load(ctx context.Context, id uuid.UUID, upTo *uint64) (T
 // no pending events. If any aggregate was changed concurrently since it
 // was loaded, Save returns an error matching eventstore.ErrConcurrency and
 // stores nothing; the aggregates keep their pending events.
+//
+// The save is traced as [Application.Save] is, with the global tracer
+// provider.
 func Save(ctx context.Context, store *eventstore.EventStore, aggs ...aggregate.Aggregate) error {
-	return save(ctx, store, aggs, nil, nil)
+	return saveWith(ctx, tracerFrom(nil), store, nil, aggs, nil, nil)
 }
 
-func save(ctx context.Context, store *eventstore.EventStore, aggs []aggregate.Aggregate, every func(typ string) uint64, logger *slog.Logger) error {
-	return saveWith(ctx, store, nil, aggs, every, logger)
-}
-
-func saveWith(ctx context.Context, store *eventstore.EventStore, msgs []outbox.Message, aggs []aggregate.Aggregate, every func(typ string) uint64, logger *slog.Logger) error {
+// saveWith is every save: the span, the append, the snapshots.
+func saveWith(ctx context.Context, tr trace.Tracer, store *eventstore.EventStore, msgs []outbox.Message, aggs []aggregate.Aggregate, every func(typ string) uint64, logger *slog.Logger) (err error) {
+	ctx, span := startSave(ctx, tr, aggs)
+	defer func() { endSave(span, err) }()
 	var events []aggregate.Event
 	for _, a := range aggs {
 		events = append(events, a.AggregateRoot().PendingEvents()...)

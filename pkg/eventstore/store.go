@@ -114,7 +114,9 @@ func (s *EventStore) Encode(events ...aggregate.Event) ([]Record, error) {
 // the expected version. A stale version fails with ErrConcurrency and
 // stores nothing.
 //
-// With an outbox, each event's message is written in the same transaction.
+// With an outbox, each event's message is written in the same transaction,
+// with the W3C trace context of ctx's span, if any, in its traceparent and
+// tracestate headers (see [outbox.SetTraceContext]).
 func (s *EventStore) Append(ctx context.Context, events ...aggregate.Event) error {
 	return s.AppendWithMessages(ctx, nil, events...)
 }
@@ -145,7 +147,11 @@ func (s *EventStore) AppendWithMessages(ctx context.Context, extra []outbox.Mess
 			return &Error{Op: "append", Err: fmt.Errorf("%w: integration message without a topic", outbox.ErrUnroutable)}
 		}
 	}
-	return s.outboxRec.AppendWithOutbox(ctx, recs, append(msgs, extra...))
+	msgs = append(msgs, extra...)
+	// The trace context of the caller's span goes into the messages'
+	// headers, so that consumers can link to the span that saved them.
+	outbox.SetTraceContext(ctx, msgs)
+	return s.outboxRec.AppendWithOutbox(ctx, recs, msgs)
 }
 
 // encodeWithMessages maps events to their records and outbox messages

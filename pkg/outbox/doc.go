@@ -9,8 +9,9 @@
 // the JSON [Envelope] documented on that type, and headers
 // (esflow-event-id, esflow-event-type, esflow-aggregate-id,
 // esflow-aggregate-type, esflow-aggregate-version, esflow-timestamp,
-// content-type, correlation/causation ids and W3C trace context from the
-// event's metadata). With encryption at rest, Builder.KeepEncrypted
+// content-type, correlation/causation ids, and the W3C trace context
+// (traceparent, tracestate) of the appending caller's span, or else from
+// the event's metadata; see [SetTraceContext]). With encryption at rest, Builder.KeepEncrypted
 // publishes the ciphertext instead of the payload. A service can add its own
 // integration messages to the same transaction with
 // application.Application.SaveWithMessages.

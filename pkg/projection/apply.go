@@ -167,7 +167,8 @@ func (r *Runner) handle(ctx context.Context, tx Tx, events []Event) error {
 }
 
 // committed updates the in-memory state after a commit and reports it.
-func (r *Runner) committed(res applyResult) {
+func (r *Runner) committed(ctx context.Context, res applyResult) {
+	addStats(ctx, res)
 	r.mu.Lock()
 	for _, g := range res.gaps {
 		if cur, ok := res.tracked[g.AggregateID]; !ok || cur < g.SeenVersion {
@@ -253,7 +254,7 @@ func (r *Runner) processItems(runCtx, ctx context.Context, items []item) (int, e
 			}
 			res, err := r.applyTx(ctx, events, fenceFor(live))
 			if err == nil {
-				r.committed(res)
+				r.committed(ctx, res)
 				return len(items), nil
 			}
 			var he *handlerError
@@ -308,7 +309,7 @@ func (r *Runner) applyOne(runCtx, ctx context.Context, it item) error {
 		}
 		res, err := r.applyTx(ctx, []Event{e}, fenceFor([]item{it}))
 		if err == nil {
-			r.committed(res)
+			r.committed(ctx, res)
 			return nil
 		}
 		if errors.Is(err, ErrLeaseLost) {
@@ -444,7 +445,7 @@ func (r *Runner) deadLetter(ctx context.Context, m kafka.Message, e *Event, caus
 		if err != nil {
 			return err
 		}
-		r.committed(applyResult{tracked: map[string]uint64{e.AggregateID.String(): e.AggregateVersion}})
+		r.committed(ctx, applyResult{tracked: map[string]uint64{e.AggregateID.String(): e.AggregateVersion}})
 	}
 	r.mu.Lock()
 	r.counts.deadLettered++

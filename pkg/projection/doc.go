@@ -42,4 +42,13 @@
 // generation.
 //
 // DESIGN.md explains the choices.
+//
+// # Tracing
+//
+// Each applied batch is a span [SpanApply] (OpenTelemetry API, from
+// RunnerConfig.TracerProvider or the global provider), linked to the span
+// named by each message's W3C traceparent header, with the projection,
+// partitions, offsets and the counts of applied, duplicate and held-back
+// events as attributes ([AttrProjection] and the others). A missing or
+// malformed traceparent gives no link and does not affect the apply.
 package projection

@@ -229,14 +229,14 @@ WHERE projection = $1 AND event_id = $2 AND redriven_at IS NULL`, r.tracking, e.
 			return r.handle(ctx, tx, []Event{e})
 		})
 		if err == nil {
-			r.committed(applyResult{applied: 1, newest: e.Timestamp})
+			r.committed(ctx, applyResult{applied: 1, newest: e.Timestamp})
 			return redriveApplied, nil
 		}
 		if errors.Is(err, errNotDead) {
 			e.Redriven = false
 			res, err := r.applyTx(ctx, []Event{e}, nil)
 			if err == nil {
-				r.committed(res)
+				r.committed(ctx, res)
 				if res.applied > 0 {
 					return redriveApplied, nil
 				}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/esflow/esflow/pkg/eventstore"
 )
@@ -94,6 +95,12 @@ type RunnerConfig struct {
 	// MemberName is recorded with the runner's membership, for operators
 	// (MembersTable). Default the host name.
 	MemberName string
+	// TracerProvider receives a span per applied batch ([SpanApply]),
+	// linked to the spans that saved its events (the messages'
+	// traceparent headers). Handlers get the span in their context.
+	// Default: the global provider, otel.GetTracerProvider(), a no-op
+	// until the program installs an SDK.
+	TracerProvider trace.TracerProvider
 }
 
 // Runner consumes a projection's topics and applies them to its read
@@ -107,6 +114,7 @@ type Runner struct {
 	tracking string // tracking key: p.Name() + TableSuffix
 	log      *slog.Logger
 	hooks    Hooks
+	tracer   trace.Tracer
 
 	running atomic.Bool
 	fetch   *fetcher // the partition readers' client
@@ -232,6 +240,7 @@ func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner
 		fetch:      newFetcher(cfg.Brokers, cfg.Dialer),
 		log:        cfg.Logger.With("projection", name+cfg.TableSuffix),
 		hooks:      cfg.Hooks,
+		tracer:     tracerFrom(cfg.TracerProvider),
 		partitions: map[partitionKey]*PartitionLag{},
 		openGaps:   map[string]uint64{},
 		notify:     make(chan struct{}),
@@ -470,7 +479,9 @@ func (r *Runner) runBatch(ctx context.Context, batch []item, process processFunc
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(r.cfg.ShutdownTimeout, cancel) })
 	defer stop()
 
-	done, err := process(ctx, bctx, batch)
+	sctx, span := r.startApply(bctx, batch)
+	done, err := process(ctx, sctx, batch)
+	endApply(sctx, span, err)
 	r.mu.Lock()
 	r.pending -= len(batch)
 	for _, it := range batch[:done] {

@@ -94,7 +94,7 @@ func swap(ctx context.Context, db DB, shadow *Runner, live Tables, f feed, cfg R
 		return err
 	}
 	for _, res := range results {
-		shadow.committed(res)
+		shadow.committed(ctx, res)
 	}
 	return nil
 }

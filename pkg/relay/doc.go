@@ -16,4 +16,11 @@
 // The publisher on segmentio/kafka-go is in subpackage kafkapub, Prometheus
 // metrics in relaymetrics, and the deployable service is cmd/relay.
 // DESIGN.md beside this file gives the delivery and ordering argument.
+//
+// # Tracing
+//
+// Each published batch is a span [SpanPublish] (OpenTelemetry API, from
+// Config.TracerProvider or the global provider): a root span linked to
+// the span named by each message's traceparent header, which the relay
+// publishes unchanged with the message's other headers.
 package relay

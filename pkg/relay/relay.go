@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/esflow/esflow/internal/spans"
 	"github.com/esflow/esflow/pkg/outbox"
 )
 
@@ -51,6 +54,11 @@ type Config struct {
 	Hooks Hooks
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// TracerProvider receives a span per published batch ([SpanPublish]),
+	// linked to the spans that saved its messages (their traceparent
+	// headers). Default: the global provider, otel.GetTracerProvider(),
+	// a no-op until the program installs an SDK.
+	TracerProvider trace.TracerProvider
 }
 
 // Hooks let metrics and tracing observe a relay without living in it.
@@ -78,6 +86,7 @@ type Relay struct {
 	pub    Publisher
 	cfg    Config
 	log    *slog.Logger
+	tracer trace.Tracer
 	active atomic.Bool
 	beat   atomic.Int64 // unix nanos of the last loop iteration
 }
@@ -111,7 +120,8 @@ func New(src outbox.Source, pub Publisher, cfg Config) (*Relay, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	r := &Relay{src: src, pub: pub, cfg: cfg, log: cfg.Logger.With("shard", cfg.Shard.Index, "shards", max(cfg.Shard.Count, 1))}
+	r := &Relay{src: src, pub: pub, cfg: cfg, log: cfg.Logger.With("shard", cfg.Shard.Index, "shards", max(cfg.Shard.Count, 1)),
+		tracer: tracerFrom(cfg.TracerProvider)}
 	r.beat.Store(time.Now().UnixNano())
 	return r, nil
 }
@@ -425,7 +435,9 @@ func (r *Relay) step(ctx context.Context, fence outbox.Fence, batch []outbox.Mes
 		}()
 	}
 	start := time.Now()
-	perr := r.pub.Publish(pctx, batch)
+	sctx, span := r.startPublish(pctx, batch)
+	perr := r.pub.Publish(sctx, batch)
+	spans.End(span, perr)
 	took := time.Since(start)
 	wg.Wait()
 	if derr != nil {

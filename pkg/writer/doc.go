@@ -60,4 +60,9 @@
 // request is logged (slog, message "http request") and counted in
 // esflow_writer_http_requests_total{route,method,code} and
 // esflow_writer_http_request_duration_seconds{route}.
+//
+// Each request is also a server span named after its route (OpenTelemetry
+// API, Config.TracerProvider or the global provider), continuing the
+// caller's trace as Config.Propagator reads it from the headers; the
+// application's save spans are its children.
 package writer

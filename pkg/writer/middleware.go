@@ -118,6 +118,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		}
 		w.Header().Set(HeaderRequestID, info.id)
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, info))
+		r, span := s.startRequest(r)
 		rec := &recorder{ResponseWriter: w}
 		s.metrics.inFlight.Inc()
 		defer func() {
@@ -136,6 +137,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				status = http.StatusOK
 			}
 			elapsed := time.Since(start)
+			endRequest(span, info, status)
 			s.metrics.requests.WithLabelValues(info.route, methodLabel(r.Method), strconv.Itoa(status)).Inc()
 			s.metrics.latency.WithLabelValues(info.route).Observe(elapsed.Seconds())
 			level := slog.LevelInfo

@@ -12,6 +12,9 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/ops"
@@ -45,6 +48,16 @@ type Config struct {
 	// Projections, when set, feeds the console's projection status, lag
 	// charts and dead-letter re-drive. Default none.
 	Projections Projections
+	// TracerProvider receives a server span per request, named after its
+	// route ("POST /v1/streams/{id}/events"); handlers get it in their
+	// context, so the application's save spans are its children.
+	// Default: the global provider, otel.GetTracerProvider(), a no-op
+	// until the program installs an SDK.
+	TracerProvider trace.TracerProvider
+	// Propagator reads the caller's trace context from the request
+	// headers. Default: the global one, otel.GetTextMapPropagator()
+	// (which propagates nothing until the program sets one).
+	Propagator propagation.TextMapPropagator
 }
 
 // Server is the writer's HTTP API over an application. Build it with
@@ -63,6 +76,8 @@ type Server struct {
 	page        *template.Template
 	projections Projections
 	handler     http.Handler
+	tracer      trace.Tracer
+	propagator  propagation.TextMapPropagator
 }
 
 // route is one endpoint: the method and path pattern (http.ServeMux
@@ -94,6 +109,10 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		app: cfg.App, token: cfg.Token, maxBody: cfg.MaxBodyBytes, log: cfg.Logger, reg: cfg.Registry,
 		mux: http.NewServeMux(), projections: cfg.Projections,
+		tracer: tracerFrom(cfg.TracerProvider), propagator: cfg.Propagator,
+	}
+	if s.propagator == nil {
+		s.propagator = otel.GetTextMapPropagator()
 	}
 	if s.maxBody == 0 {
 		s.maxBody = DefaultMaxBodyBytes
