@@ -4,7 +4,9 @@
 //   - every flag -some-name falls back to the environment variable
 //     ESFLOW_SOME_NAME when it is not given on the command line (a flag
 //     wins over its variable, a variable over the default); a few flags also
-//     read an older name ([FlagSet.Alias]);
+//     read an older name ([FlagSet.Alias]); the arguments of one-off
+//     operator's commands (esflow stream get -o …) are command-line only
+//     ([FlagSet.Local]);
 //   - -h and -help print the usage, every flag with its variable and
 //     default, and the other variables the command reads, to stdout, and
 //     exit 0;
@@ -86,9 +88,12 @@ type Command struct {
 	Summary string
 	// Env lists the variables read besides the flags' own (DATABASE_URL…).
 	Env []Var
-	// Args is what the command takes after its flags, for the usage text
-	// (empty: nothing; Parse then refuses any argument).
+	// Args is what the command takes besides its flags, for the usage
+	// text (empty: nothing; Parse then refuses any argument). Flags may
+	// come before, between and after the arguments.
 	Args string
+	// NArgs, when positive, is how many arguments the command takes.
+	NArgs int
 	// Extra is printed at the end of the usage (subcommands, examples).
 	Extra string
 }
@@ -104,6 +109,8 @@ type FlagSet struct {
 
 	logLevel, logFormat *string
 	version             *bool
+	args                []string
+	local               bool // define flags without a variable
 }
 
 // New returns the flag set of cmd. getenv reads the environment
@@ -133,7 +140,16 @@ func EnvName(flagName string) string {
 	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-func (s *FlagSet) define(name string) { s.env[name] = []string{EnvName(name)} }
+func (s *FlagSet) define(name string) {
+	if !s.local {
+		s.env[name] = []string{EnvName(name)}
+	}
+}
+
+// Local makes the flags defined after it command-line only: the
+// arguments of a one-off operator's command (-o, -from), which no
+// deployment's environment should change.
+func (s *FlagSet) Local() { s.local = true }
 
 // String defines a string flag.
 func (s *FlagSet) String(name, def, usage string) *string {
@@ -173,12 +189,18 @@ func (s *FlagSet) Alias(name, env string) { s.env[name] = append(s.env[name], en
 // It returns ErrHelp or ErrVersion after printing what was asked for, a
 // *UsageError for a bad flag, value or argument, else nil.
 func (s *FlagSet) Parse(args []string) error {
-	if err := s.fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			s.PrintUsage(s.stdout)
-			return ErrHelp
+	for rest := args; ; {
+		if err := s.fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				s.PrintUsage(s.stdout)
+				return ErrHelp
+			}
+			return Usagef("%v (see %s -h)", err, s.cmd.Name)
 		}
-		return Usagef("%v (see %s -h)", err, s.cmd.Name)
+		if rest = s.fs.Args(); len(rest) == 0 {
+			break
+		}
+		s.args, rest = append(s.args, rest[0]), rest[1:]
 	}
 	if *s.version {
 		fmt.Fprintln(s.stdout, s.cmd.Name, Version())
@@ -207,14 +229,19 @@ func (s *FlagSet) Parse(args []string) error {
 	if f := *s.logFormat; f != "text" && f != "json" {
 		return Usagef("-log-format %q: want text or json", f)
 	}
-	if s.cmd.Args == "" && s.fs.NArg() > 0 {
-		return Usagef("unexpected argument %q (%s takes flags only; see %s -h)", s.fs.Arg(0), s.cmd.Name, s.cmd.Name)
+	switch {
+	case s.cmd.Args == "" && len(s.args) > 0:
+		return Usagef("unexpected argument %q (%s takes flags only; see %s -h)", s.args[0], s.cmd.Name, s.cmd.Name)
+	case s.cmd.NArgs > 0 && len(s.args) > s.cmd.NArgs:
+		return Usagef("unexpected argument %q (usage: %s)", s.args[s.cmd.NArgs], s.cmd.Synopsis)
+	case s.cmd.NArgs > 0 && len(s.args) < s.cmd.NArgs:
+		return Usagef("missing argument (usage: %s)", s.cmd.Synopsis)
 	}
 	return nil
 }
 
-// Args returns the arguments after the flags.
-func (s *FlagSet) Args() []string { return s.fs.Args() }
+// Args returns the arguments besides the flags.
+func (s *FlagSet) Args() []string { return s.args }
 
 // Set reports whether flag name was given, on the command line or by its
 // variable.
@@ -265,7 +292,7 @@ func (s *FlagSet) PrintUsage(w io.Writer) {
 	if s.cmd.Summary != "" {
 		fmt.Fprintf(w, "%s\n\n", strings.TrimSpace(s.cmd.Summary))
 	}
-	fmt.Fprintln(w, "Flags (each also read from the variable in brackets when not given):")
+	fmt.Fprintln(w, "Flags (one with a variable in brackets is also read from it when not given on the command line):")
 	s.fs.VisitAll(func(f *flag.Flag) {
 		typ, usage := flag.UnquoteUsage(f)
 		if typ != "" {
