@@ -86,6 +86,7 @@ WHERE projection = $1 ORDER BY topic, kafka_partition`, projection)
 			}
 			st.Partitions = append(st.Partitions, l)
 		}
+		rows.Close() // before the next statement: a PostgreSQL Tx runs one at a time
 		if err := rows.Err(); err != nil {
 			return err
 		}
