@@ -227,7 +227,6 @@ func runEsflow(ctx context.Context, t *testing.T, bin, dir string, env []string,
 	return "", "", 0
 }
 
-
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
