@@ -191,12 +191,18 @@ func (e *adminEnv) openProjector(ctx context.Context) (*projector.Service, error
 	return projector.Open(ctx, projector.Config{DatabaseURL: e.read, Kafka: kcfg, Logger: e.fs.Logger(e.logOut)})
 }
 
-func streamID(s string) (uuid.UUID, error) {
-	id, err := uuid.Parse(s)
-	if err != nil {
-		return uuid.Nil, cli.Usagef("stream id %q: %v", s, err)
+// openStream checks the -o value and the stream id argument, and opens
+// the event store.
+func (e *adminEnv) openStream(ctx context.Context, output string) (uuid.UUID, *application.Application, error) {
+	if err := checkOutput(output); err != nil {
+		return uuid.Nil, nil, err
 	}
-	return id, nil
+	id, err := uuid.Parse(e.args[0])
+	if err != nil {
+		return uuid.Nil, nil, cli.Usagef("stream id %q: %v", e.args[0], err)
+	}
+	app, err := e.openStore(ctx, false)
+	return id, app, err
 }
 
 // outputFlag defines -o.
@@ -240,14 +246,7 @@ func toEventOut(e aggregate.Event) eventOut {
 func streamGet(fs *cli.FlagSet) func(context.Context, *adminEnv) error {
 	output := outputFlag(fs)
 	return func(ctx context.Context, e *adminEnv) error {
-		if err := checkOutput(*output); err != nil {
-			return err
-		}
-		id, err := streamID(e.args[0])
-		if err != nil {
-			return err
-		}
-		app, err := e.openStore(ctx, false)
+		id, app, err := e.openStream(ctx, *output)
 		if err != nil {
 			return err
 		}
@@ -282,14 +281,7 @@ func streamGet(fs *cli.FlagSet) func(context.Context, *adminEnv) error {
 func streamVerify(fs *cli.FlagSet) func(context.Context, *adminEnv) error {
 	output := outputFlag(fs)
 	return func(ctx context.Context, e *adminEnv) error {
-		if err := checkOutput(*output); err != nil {
-			return err
-		}
-		id, err := streamID(e.args[0])
-		if err != nil {
-			return err
-		}
-		app, err := e.openStore(ctx, false)
+		id, app, err := e.openStream(ctx, *output)
 		if err != nil {
 			return err
 		}
