@@ -228,3 +228,54 @@ func TestCloudEvents(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkPublishEvents is BenchmarkPublish with domain events' outbox
+// messages (the standard esflow-* headers, ~300-byte envelopes), with the
+// CloudEvents headers on and off: what the ce_* headers cost the relay.
+func BenchmarkPublishEvents(b *testing.B) {
+	for _, on := range []bool{true, false} {
+		name := "cloudevents=on"
+		if !on {
+			name = "cloudevents=off"
+		}
+		b.Run(name, func(b *testing.B) {
+			br := startBroker(b, broker.Config{Partitions: 8, Topics: []string{"esflow.World"}})
+			p := newPublisher(b, kafkapub.Config{Brokers: []string{br.Addr()}, CloudEvents: kafkapub.CloudEvents{Disabled: !on}})
+			ctx := context.Background()
+			const n = 1000
+			builder := &outbox.Builder{}
+			batch := make([]outbox.Message, n)
+			aggs := make([]uuid.UUID, 500)
+			for i := range aggs {
+				aggs[i] = uuid.New()
+			}
+			size := 0
+			for i := range batch {
+				e := aggregate.Event{ID: uuid.New(), AggregateID: aggs[i%500], AggregateType: "World", Version: uint64(i / 500),
+					Type: "SomethingHappened", Time: time.Now(), Payload: map[string]string{"what": strings.Repeat("x", 40)}}
+				if err := aggregate.Seal(&e); err != nil {
+					b.Fatal(err)
+				}
+				m, err := builder.Message(e, nil, nil, false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				batch[i] = m
+				size += len(m.Value)
+			}
+			if err := p.Publish(ctx, batch); err != nil { // warm up: connect, metadata
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for range b.N {
+				if err := p.Publish(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*n)/time.Since(start).Seconds(), "msgs/s")
+		})
+	}
+}
