@@ -6,7 +6,7 @@
 // them all):
 //
 //	relay [-shard 0 -shards 1] [-batch-size 4000] [-http-addr :9102]
-//	      [-auto-create-topics -topic-partitions 8 -topic-replication -1]
+//	      [-auto-create-topics -topic-partitions 8 -topic-replication 1]
 //	      [-outbox-mode table|wal] [-lease 3s]
 //	      [-cloudevents=true -cloudevents-source esflow]
 //	      [-log-level info -log-format text] [-version]

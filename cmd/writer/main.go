@@ -21,7 +21,7 @@
 //	                          off where cmd/relay is deployed separately
 //	-auto-create-topics=true  create missing topics before publishing
 //	-topic-partitions 8       partitions of auto-created topics
-//	-topic-replication -1     replication factor of auto-created topics (-1: broker default)
+//	-topic-replication 1      replication factor of auto-created topics (-1: broker default)
 //	-cloudevents=true         CloudEvents ce_* headers on published events
 //	-cloudevents-source esflow  their ce_source
 //	-max-body-bytes 1048576   request body limit (413 above)

@@ -46,7 +46,7 @@ const (
 const (
 	DefaultAutoCreateTopics  = true
 	DefaultTopicPartitions   = 8
-	DefaultTopicReplication  = -1 // the broker's default.replication.factor
+	DefaultTopicReplication  = 1 // the relay's former default; -1 asks for the broker's default.replication.factor
 	DefaultMigrate           = true
 	DefaultCloudEventsSource = "esflow"
 )
