@@ -106,11 +106,11 @@ func (c *codebase) inspect(name string) (*binary, error) {
 	if out, err := c.goCmd(ctx, "build", "-ldflags=-s -w", "-o", exe, "./cmd/"+name); err != nil {
 		return nil, fmt.Errorf("go build ./cmd/%s: %w\n%s", name, err, out)
 	}
-	flags, err := helpFlags(ctx, exe)
+	flags, flagEnv, err := helpFlags(ctx, exe)
 	if err != nil {
 		return nil, fmt.Errorf("cmd/%s -h: %w", name, err)
 	}
-	b := &binary{Name: name, Flags: flags, Env: map[string]bool{}, Paths: map[string]bool{}}
+	b := &binary{Name: name, Flags: flags, Env: flagEnv, Paths: map[string]bool{}}
 	if err := c.scanSources(ctx, "./cmd/"+name, b); err != nil {
 		return nil, fmt.Errorf("cmd/%s sources: %w", name, err)
 	}
@@ -129,18 +129,25 @@ func (c *codebase) goCmd(ctx context.Context, args ...string) ([]byte, error) {
 var (
 	flagHeader = regexp.MustCompile(`^  -([^\s=]+)(?:\s+(\S+))?`)
 	flagDef    = regexp.MustCompile(`\(default (.*)\)\s*$`)
+	// flagVars is how internal/cli shows the variables a flag falls back
+	// to: "[ESFLOW_HTTP_ADDR]" or "[ESFLOW_EVENTSTORE_URL, EVENTSTORE_URL]".
+	flagVars = regexp.MustCompile(`\[([A-Z][A-Z0-9_]*(?:, [A-Z][A-Z0-9_]*)*)\]`)
 )
 
-// helpFlags runs exe -h and parses the flag package's usage listing. The
-// exit status is ignored (flag.ContinueOnError makes -h an error); no flag
-// in the output is.
-func helpFlags(ctx context.Context, exe string) (map[string]flagInfo, error) {
+// helpFlags runs exe -h, which must exit 0, and parses the flag package's
+// usage listing: the flags, and the environment variables the flags fall
+// back to (internal/cli derives them from the flag names, so the sources
+// do not name them).
+func helpFlags(ctx context.Context, exe string) (map[string]flagInfo, map[string]bool, error) {
 	cmd := exec.CommandContext(ctx, exe, "-h")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")} // nothing that could make it connect anywhere
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	_ = cmd.Run()
+	if err := cmd.Run(); err != nil {
+		return nil, nil, fmt.Errorf("%w\n%s", err, out.String())
+	}
 	flags := map[string]flagInfo{}
+	env := map[string]bool{}
 	var cur string
 	var usage strings.Builder
 	flush := func() {
@@ -175,13 +182,18 @@ func helpFlags(ctx context.Context, exe string) (map[string]flagInfo, error) {
 		}
 		if cur != "" && strings.HasPrefix(line, "    ") {
 			usage.WriteString(" " + strings.TrimSpace(line))
+			for _, m := range flagVars.FindAllStringSubmatch(line, -1) {
+				for _, v := range strings.Split(m[1], ", ") {
+					env[v] = true
+				}
+			}
 		}
 	}
 	flush()
 	if len(flags) == 0 {
-		return nil, fmt.Errorf("no flags in the -h output:\n%s", out.String())
+		return nil, nil, fmt.Errorf("no flags in the -h output:\n%s", out.String())
 	}
-	return flags, nil
+	return flags, env, nil
 }
 
 // httpPort is the port of -http-addr: the value in args when set there,

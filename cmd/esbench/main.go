@@ -25,7 +25,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +34,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/esflow/esflow/internal/cli"
 )
 
 func main() {
@@ -47,10 +48,19 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "esbench:", err)
-		os.Exit(1)
-	}
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	cli.Exit("esbench", err)
+}
+
+// command describes esbench for its -h.
+var command = cli.Command{
+	Name:    "esbench",
+	Summary: "Measures the pipeline next to the raw limits of the machine and rewrites BENCHMARKS.md's generated section. The components log only errors unless -v or -log-level is given.",
+	Env: []cli.Var{
+		{Name: "DATABASE_URL", Usage: "an admin connection to PostgreSQL (default: a throwaway local cluster)"},
+		{Name: "KAFKA_BROKERS", Usage: "a Kafka cluster (default: the embedded broker in a child process)"},
+	},
 }
 
 // options are the parsed command line.
@@ -64,10 +74,11 @@ type options struct {
 	scale      scale
 	args       []string // as given, for the report
 	logLevel   slog.Level
+	logJSON    bool // -log-format json
 }
 
-func parseOptions(args []string) (options, error) {
-	fs := flag.NewFlagSet("esbench", flag.ContinueOnError)
+func parseOptions(args []string, stdout io.Writer) (options, error) {
+	fs := cli.New(command, os.Getenv, stdout)
 	var (
 		quick = fs.Bool("quick", false, "small sizes: a smoke test, not figures")
 		only  = fs.String("only", "", "comma-separated workloads to run (w1..w7); default all")
@@ -80,14 +91,15 @@ func parseOptions(args []string) (options, error) {
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
-	if fs.NArg() > 0 {
-		return options{}, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
 	o := options{quick: *quick, out: *out, plots: *plots, cpuProfile: *cpu, args: args, scale: fullScale(), logLevel: slog.LevelError}
 	if *quick {
 		o.scale = quickScale()
 	}
-	if *debug {
+	o.logJSON = fs.LogFormat() == "json"
+	switch {
+	case fs.Set("log-level"):
+		o.logLevel = fs.LogLevel()
+	case *debug:
 		o.logLevel = slog.LevelInfo
 	}
 	if *only != "" {
@@ -105,7 +117,7 @@ func parseOptions(args []string) (options, error) {
 
 // run is main without the process.
 func run(ctx context.Context, args []string, stdout io.Writer) error {
-	o, err := parseOptions(args)
+	o, err := parseOptions(args, stdout)
 	if err != nil {
 		return err
 	}
@@ -116,7 +128,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 // report.
 func bench(ctx context.Context, o options, stdout io.Writer) (err error) {
 	start := time.Now()
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	var handler slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel})
+	if o.logJSON {
+		handler = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel})
+	}
+	logger := slog.New(handler)
 	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
 
 	if o.cpuProfile != "" {

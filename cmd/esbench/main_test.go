@@ -59,7 +59,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	o, err := parseOptions([]string{"-quick", "-out", out, "-plots", plots})
+	o, err := parseOptions([]string{"-quick", "-out", out, "-plots", plots}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,13 +26,26 @@
 //	CIPHER_KEY         encrypt stored events (base64 of 32 bytes)
 //	WRITER_TOKEN       bearer token required on mutating endpoints
 //
-// Flags: -data, -http-addr, -broker-addr, -log-format.
+// Flags: -data, -http-addr, -broker-addr, the relay's topic and
+// CloudEvents flags, -log-level, -log-format, -version; each can also be
+// set by its ESFLOW_* variable (esflow -h lists them all).
+//
+// The same binary is the operator's tool, working on the databases
+// directly (the ones the stack above would use, from the same variables):
+//
+//	esflow stream get ID [-o json|table]       a stream's events, decoded
+//	esflow stream verify ID                    its hash chain and head (exit 1 when broken)
+//	esflow log tail [-from N] [-n 10] [-f]     the notification log, -f follows it
+//	esflow projection status NAME              a projection's leases, members, gaps, dead letters
+//	esflow projection redrive NAME             apply its dead letters again (needs Kafka)
+//	esflow projection rebuild NAME             rebuild it from the event store and swap it in
+//	esflow migrate                             create or upgrade the schemas and exit
+//	esflow help | version
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,7 +53,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -49,6 +61,7 @@ import (
 
 	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/examples/domainapi"
+	"github.com/esflow/esflow/internal/cli"
 	"github.com/esflow/esflow/internal/projector"
 	"github.com/esflow/esflow/internal/relayservice"
 	"github.com/esflow/esflow/internal/telemetry"
@@ -69,10 +82,8 @@ func main() {
 		err = run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil)
 		_ = stopTracing(context.WithoutCancel(ctx)) // flushes the spans
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "esflow:", err)
-		os.Exit(1)
-	}
+	stop()
+	cli.Exit("esflow", err)
 }
 
 // Endpoints is where a running stack can be reached.
@@ -81,46 +92,69 @@ type Endpoints struct {
 	Broker string // Kafka bootstrap address
 }
 
+// The variables the stack and the operator's commands read.
+const (
+	EnvReadDatabaseURL = "READ_DATABASE_URL"
+	EnvWriterToken     = "WRITER_TOKEN"
+	EnvKafkaBrokers    = "KAFKA_BROKERS"
+)
+
+// stackVars are the variables of the stack and of the operator's
+// commands, for -h.
+var stackVars = []cli.Var{
+	{Name: application.EnvDatabaseURL, Usage: "event store: postgres://…, sqlite://path (default sqlite://<data>/events.db; alias DB_URI)"},
+	{Name: EnvReadDatabaseURL, Usage: "read models: postgres://… or sqlite://path (default DATABASE_URL when it is PostgreSQL, else sqlite://<data>/read.db)"},
+	{Name: EnvKafkaBrokers, Usage: "a real cluster instead of the embedded broker (and the KAFKA_CLIENT_ID, KAFKA_TLS*, KAFKA_SASL_* variables of package kafkaenv)"},
+	{Name: application.EnvCipherKey, Usage: "base64 of 32 bytes: encrypt stored events"},
+	{Name: EnvWriterToken, Usage: "bearer token required on mutating endpoints"},
+}
+
+// stackCommand describes the embedded stack for its -h.
+var stackCommand = cli.Command{
+	Name:     "esflow",
+	Synopsis: "esflow [flags]  |  esflow COMMAND [flags] [ARG]",
+	Summary: "Without a command: runs the whole pipeline in one process (event store, writer API, outbox relay, " +
+		"Kafka-protocol broker, projector, console). With a command: works on the databases directly.",
+	Env: stackVars,
+	Extra: `Commands:
+  stream get ID [-o json|table]     a stream's events, decoded
+  stream verify ID                  check its hash chain and head; exit 1 when broken
+  log tail [-from N] [-n 10] [-f]   the notification log; -f follows it
+  projection status NAME            a projection's stored state
+  projection redrive NAME           apply its dead letters again (needs Kafka)
+  projection rebuild NAME           rebuild it from the event store and swap it in
+  migrate                           create or upgrade the schemas and exit
+  help, version
+"esflow COMMAND -h" describes a command.`,
+}
+
 // run is main without the process. getenv reads the environment; out gets
-// the banner, logOut the logs; ready, when set, gets the endpoints once
-// everything listens.
+// the banner (or a command's output), logOut the logs; ready, when set,
+// gets the endpoints once everything listens.
 func run(ctx context.Context, args []string, getenv func(string) string, out, logOut io.Writer, ready func(Endpoints)) error {
-	fs := flag.NewFlagSet("esflow", flag.ContinueOnError)
-	fs.SetOutput(logOut)
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return admin(ctx, args, getenv, out, logOut)
+	}
+	fs := cli.New(stackCommand, getenv, out)
 	var (
-		dataDir    = fs.String("data", "esflow-data", "directory of the SQLite files used when no database URL is set")
+		dataDir    = fs.String("data", defaultDataDir, "directory of the SQLite files used when no database URL is set")
 		httpAddr   = fs.String("http-addr", "127.0.0.1:8080", "address of the HTTP API, read models and page")
-		brokerAddr = fs.String("broker-addr", "127.0.0.1:9092", "loopback address of the embedded broker (another free port when taken)")
-		logFormat  = fs.String("log-format", "text", "log format: text or json")
+		brokerAddr = fs.String("broker-addr", defaultBrokerAddr, "loopback address of the embedded broker (another free port when taken)")
+		relayF     = fs.RelayFlags()
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log := newLogger(logOut, *logFormat)
+	log := fs.Logger(logOut)
 
-	storeURL, readURL := getenv(application.EnvDatabaseURL), getenv("READ_DATABASE_URL")
-	if storeURL == "" {
-		storeURL = getenv(application.EnvDBURI)
-	}
-	if storeURL == "" || readURL == "" {
-		if err := os.MkdirAll(*dataDir, 0o755); err != nil {
-			return fmt.Errorf("data directory: %w", err)
-		}
-	}
-	if storeURL == "" {
-		storeURL = "sqlite://" + filepath.Join(*dataDir, "events.db")
-	}
-	if readURL == "" {
-		if b, err := application.ParseDatabaseURL(storeURL); err == nil && b == application.BackendPostgres {
-			readURL = storeURL
-		} else {
-			readURL = "sqlite://" + filepath.Join(*dataDir, "read.db")
-		}
+	storeURL, readURL, err := databases(getenv, *dataDir, true)
+	if err != nil {
+		return err
 	}
 
 	// The broker: a real cluster when configured, else the embedded one.
 	kcfg := kafkaenv.Config{ClientID: "esflow"}
-	embedded := getenv("KAFKA_BROKERS") == ""
+	embedded := getenv(EnvKafkaBrokers) == ""
 	if !embedded {
 		var err error
 		if kcfg, err = kafkaenv.FromEnv("esflow"); err != nil {
@@ -151,9 +185,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, out, lo
 	defer func() { _ = app.Close() }()
 
 	metrics := ops.NewRegistry()
-	rly, err := relayservice.New(app.Outbox(), relayservice.Config{
-		Kafka: kcfg, AutoCreateTopics: true, Partitions: broker.DefaultPartitions, Metrics: metrics, Logger: log,
-	})
+	rcfg := relayservice.Config{Kafka: kcfg, Metrics: metrics, Logger: log}
+	rcfg.SetFlags(relayF)
+	rly, err := relayservice.New(app.Outbox(), rcfg)
 	if err != nil {
 		return err
 	}
@@ -179,7 +213,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out, lo
 
 	api, err := writer.New(writer.Config{
 		App:         app,
-		Token:       getenv("WRITER_TOKEN"),
+		Token:       getenv(EnvWriterToken),
 		Logger:      log,
 		Registry:    metrics,
 		Ready:       map[string]ops.Check{"projections": proj.Ready},
@@ -197,7 +231,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, out, lo
 	g.Go(func() error {
 		return ops.Serve(gctx, *httpAddr, mux, 10*time.Second, log, func(a net.Addr) {
 			ep := Endpoints{HTTP: "http://" + a.String(), Broker: kcfg.Brokers[0]}
-			printBanner(out, ep, storeURL, readURL, getenv("WRITER_TOKEN") != "")
+			printBanner(out, ep, storeURL, readURL, getenv(EnvWriterToken) != "")
 			if ready != nil {
 				ready(ep)
 			}
@@ -259,13 +293,6 @@ func redact(u string) string {
 		return u[:scheme+3] + userinfo[:i] + ":***" + u[at:]
 	}
 	return u
-}
-
-func newLogger(w io.Writer, format string) *slog.Logger {
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
-	}
-	return slog.New(slog.NewTextHandler(w, nil))
 }
 
 // newMux serves the read models under /read/ and everything else (the

@@ -15,13 +15,15 @@ import (
 
 	"github.com/esflow/esflow/internal/proctest"
 	"github.com/esflow/esflow/pkg/outbox"
+	"github.com/esflow/esflow/pkg/relay/kafkapub"
 )
 
 // TestTopicsSurviveRestart runs the esflow binary as a process on the
 // embedded defaults, writes World commands and a generic stream, stops it
 // (SIGTERM) and starts it again on the same data directory. A new Kafka
 // client reading the topics from the beginning sees every event exactly
-// once, in version order per aggregate, keyed by aggregate id, and the
+// once, in version order per aggregate, keyed by aggregate id, with the
+// CloudEvents headers (ce_source from ESFLOW_CLOUDEVENTS_SOURCE), and the
 // read models hold each event once.
 func TestTopicsSurviveRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -36,7 +38,10 @@ func TestTopicsSurviveRestart(t *testing.T) {
 		p := proctest.Start(t, proctest.Command{
 			Name: "esflow", Path: bin,
 			Args: []string{"-data", dir, "-http-addr", httpAddr, "-broker-addr", brokerAddr},
-			Env:  proctest.Environ(os.Environ(), nil, []string{"DATABASE_URL", "DB_URI", "READ_DATABASE_URL", "KAFKA_BROKERS", "CIPHER_KEY", "WRITER_TOKEN"}),
+			// ce_source through its variable: the relay's CloudEvents
+			// headers are configured from the environment end to end.
+			Env: proctest.Environ(os.Environ(), []string{"ESFLOW_CLOUDEVENTS_SOURCE=/test/esflow"},
+				[]string{"DATABASE_URL", "DB_URI", "READ_DATABASE_URL", "KAFKA_BROKERS", "CIPHER_KEY", "WRITER_TOKEN", "ESFLOW_*"}),
 		})
 		p.WaitHTTP(t, base+"/readyz", 60*time.Second)
 		return p
@@ -99,14 +104,21 @@ func TestTopicsSurviveRestart(t *testing.T) {
 			if err != nil {
 				t.Fatalf("read %s: %v (versions so far %v)", topic, err, next)
 			}
-			var eventID, version string
+			var eventID, version, ceID, ceSource string
 			for _, h := range m.Headers {
 				switch h.Key {
 				case outbox.HeaderEventID:
 					eventID = string(h.Value)
 				case outbox.HeaderAggregateVersion:
 					version = string(h.Value)
+				case kafkapub.HeaderCEID:
+					ceID = string(h.Value)
+				case kafkapub.HeaderCESource:
+					ceSource = string(h.Value)
 				}
+			}
+			if ceID != eventID || ceSource != "/test/esflow" {
+				t.Fatalf("%s: event %s: ce_id %q, ce_source %q", topic, eventID, ceID, ceSource)
 			}
 			if seen[eventID] {
 				t.Fatalf("%s: event %s (key %s version %s) published twice", topic, eventID, m.Key, version)

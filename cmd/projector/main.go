@@ -6,7 +6,9 @@
 // read-model database; KAFKA_BROKERS and the TLS/SASL variables of
 // pkg/kafkaenv name the cluster; EVENTSTORE_URL (and CIPHER_KEY when the
 // store is encrypted) names the event store for -rebuild-from store.
-// Flags: -group-prefix, -http-addr, and partition ownership:
+// Flags (each can also be set by its ESFLOW_* variable; projector -h lists
+// them all): -group-prefix, -http-addr, -log-level, -log-format, -version,
+// and partition ownership:
 // -lease-ttl (how long a paused or cut-off replica keeps its partitions,
 // default 2s), -lease-check (how often replicas look for partitions to
 // take or hand over, default 100ms), -member-name (default the host
@@ -35,7 +37,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -49,6 +50,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/esflow/esflow/examples/domain"
+	"github.com/esflow/esflow/internal/cli"
 	"github.com/esflow/esflow/internal/projector"
 	"github.com/esflow/esflow/internal/telemetry"
 	"github.com/esflow/esflow/pkg/aggregate"
@@ -88,52 +90,71 @@ type config struct {
 }
 
 func main() {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	groupPrefix := flag.String("group-prefix", "", "prefix of the consumer group ids whose committed offsets a partition starts from when first leased (upgrades from the consumer-group projector)")
-	httpAddr := flag.String("http-addr", ":9103", "address of the HTTP server")
-	redrive := flag.String("redrive", "", "re-drive the dead letters of this projection, print the result and exit")
-	fromBeginning := flag.Bool("redrive-from-beginning", false, "with -redrive: read the whole dead-letter topic")
-	rebuild := flag.String("rebuild", "", "rebuild this projection into shadow tables, swap them in and exit")
-	rebuildFrom := flag.String("rebuild-from", "store", "with -rebuild: store (EVENTSTORE_URL's notification log) or kafka (earliest offsets)")
-	storeURL := flag.String("eventstore-url", os.Getenv("EVENTSTORE_URL"), "with -rebuild-from store: the event store's database URL")
-	keepOld := flag.Bool("keep-old", false, "with -rebuild: keep the replaced tables as <table>_old")
-	leaseTTL := flag.Duration("lease-ttl", 2*time.Second, "how long a replica without a heartbeat (paused, cut off) keeps its partitions")
-	leaseCheck := flag.Duration("lease-check", 100*time.Millisecond, "how often a replica looks for partitions to take over or hand over")
-	memberName := flag.String("member-name", "", "this replica's name in the members table (default the host name)")
-	shutdownTimeout := flag.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM, how long the batch in progress may take before the partitions are handed over")
-	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	var stopTracing func(context.Context) error
+	if err == nil {
+		stopTracing, err = telemetry.Setup(ctx, "esflow-projector")
+	}
+	if err == nil {
+		err = run(ctx, cfg)
+		_ = stopTracing(context.WithoutCancel(ctx)) // flushes the spans
+	}
+	stop()
+	cli.Exit("projector", err)
+}
 
+// command describes the projector for its -h.
+var command = cli.Command{
+	Name:    "projector",
+	Summary: "Runs the example domain's projections from Kafka into a read-model database and serves the read models over HTTP.",
+	Env: []cli.Var{
+		{Name: application.EnvDatabaseURL, Usage: "the read-model database: postgres://… or sqlite://path (required)"},
+		{Name: "KAFKA_BROKERS", Usage: "host:port[,…] (required; and the KAFKA_CLIENT_ID, KAFKA_TLS*, KAFKA_SASL_* variables of package kafkaenv)"},
+		{Name: application.EnvCipherKey, Usage: "with -rebuild-from store: the key of an encrypted event store"},
+	},
+}
+
+// parseConfig reads the command line and the environment.
+func parseConfig(args []string, getenv func(string) string, stdout, logOut io.Writer) (config, error) {
+	fs := cli.New(command, getenv, stdout)
+	var (
+		groupPrefix     = fs.String("group-prefix", "", "prefix of the consumer group ids whose committed offsets a partition starts from when first leased (upgrades from the consumer-group projector)")
+		httpAddr        = fs.String("http-addr", ":9103", "address of the HTTP server")
+		redrive         = fs.String("redrive", "", "re-drive the dead letters of this projection, print the result and exit")
+		fromBeginning   = fs.Bool("redrive-from-beginning", false, "with -redrive: read the whole dead-letter topic")
+		rebuild         = fs.String("rebuild", "", "rebuild this projection into shadow tables, swap them in and exit")
+		rebuildFrom     = fs.String("rebuild-from", "store", "with -rebuild: store (the event store's notification log) or kafka (earliest offsets)")
+		storeURL        = fs.String("eventstore-url", "", "with -rebuild-from store: the event store's database URL")
+		keepOld         = fs.Bool("keep-old", false, "with -rebuild: keep the replaced tables as <table>_old")
+		leaseTTL        = fs.Duration("lease-ttl", 2*time.Second, "how long a replica without a heartbeat (paused, cut off) keeps its partitions")
+		leaseCheck      = fs.Duration("lease-check", 100*time.Millisecond, "how often a replica looks for partitions to take over or hand over")
+		memberName      = fs.String("member-name", "", "this replica's name in the members table (default the host name)")
+		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM, how long the batch in progress may take before the partitions are handed over")
+	)
+	fs.Alias("eventstore-url", "EVENTSTORE_URL")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
 	kcfg, err := kafkaenv.FromEnv("esflow-projector")
 	if err != nil {
-		log.Error("kafka configuration", "error", err)
-		os.Exit(2)
+		return config{}, err
 	}
-	cfg := config{
-		DatabaseURL: os.Getenv("DATABASE_URL"),
+	return config{
+		DatabaseURL: getenv(application.EnvDatabaseURL),
 		Kafka:       kcfg,
 		GroupPrefix: *groupPrefix,
 		HTTPAddr:    *httpAddr,
-		Logger:      log,
+		Logger:      fs.Logger(logOut),
 		Leases: projection.RunnerConfig{
 			LeaseTTL: *leaseTTL, LeaseCheck: *leaseCheck, MemberName: *memberName, ShutdownTimeout: *shutdownTimeout,
 		},
 
 		Redrive: *redrive, RedriveFromBeginning: *fromBeginning,
 		Rebuild: *rebuild, RebuildFrom: *rebuildFrom, KeepOld: *keepOld,
-		EventStoreURL: *storeURL, CipherKey: os.Getenv(application.EnvCipherKey),
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	stopTracing, err := telemetry.Setup(ctx, "esflow-projector")
-	if err == nil {
-		err = run(ctx, cfg)
-		_ = stopTracing(context.WithoutCancel(ctx)) // flushes the spans
-	}
-	if err != nil {
-		log.Error("projector failed", "error", err)
-		stop()
-		os.Exit(1)
-	}
+		EventStoreURL: *storeURL, CipherKey: getenv(application.EnvCipherKey),
+	}, nil
 }
 
 // run runs the projections and the HTTP server until ctx is cancelled or
@@ -183,34 +204,18 @@ func run(ctx context.Context, cfg config) error {
 
 // redrive re-drives one projection's dead letters and prints the result.
 func redrive(ctx context.Context, svc *projector.Service, cfg config) error {
-	res, err := svc.Redrive(ctx, cfg.Redrive, projection.RedriveConfig{FromBeginning: cfg.RedriveFromBeginning})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(cfg.Out, "redrive %s: applied %d, skipped %d, still failing %d\n", cfg.Redrive, res.Applied, res.Skipped, res.Failed)
-	return nil
+	return svc.RedriveJob(ctx, cfg.Out, cfg.Redrive, projection.RedriveConfig{FromBeginning: cfg.RedriveFromBeginning})
 }
 
 // rebuild rebuilds one projection, printing its progress, and swaps it in.
 func rebuild(ctx context.Context, svc *projector.Service, cfg config) error {
-	rc := projection.RebuildConfig{
-		KeepOld: cfg.KeepOld,
-		Progress: func(p projection.RebuildProgress) {
-			fmt.Fprintf(cfg.Out, "rebuild %s: %-8s applied %d, duplicates %d, dead-lettered %d, position %d/%d, %.0f events/s, %s\n",
-				p.Projection, p.Phase, p.Applied, p.Duplicates, p.DeadLettered, p.Position, p.Target, p.Rate, p.Elapsed.Round(1e6))
-		},
-	}
-	known := false
-	for _, p := range svc.Projections() {
-		known = known || p.Name() == cfg.Rebuild
-	}
-	if !known {
-		_, err := svc.Rebuild(ctx, cfg.Rebuild, rc) // names the projections it has
+	if err := projector.Known(cfg.Rebuild); err != nil {
 		return err
 	}
+	var source projection.RebuildSource
 	switch cfg.RebuildFrom {
 	case "kafka":
-		rc.Source = projection.KafkaSource{}
+		source = projection.KafkaSource{}
 	case "store", "":
 		if cfg.EventStoreURL == "" {
 			return errors.New("projector: -rebuild-from store needs the event store's URL (EVENTSTORE_URL or -eventstore-url)")
@@ -222,15 +227,9 @@ func rebuild(ctx context.Context, svc *projector.Service, cfg config) error {
 			return fmt.Errorf("projector: open the event store: %w", err)
 		}
 		defer func() { _ = app.Close() }()
-		rc.Source = projection.StoreSource{Store: app.Store}
+		source = projection.StoreSource{Store: app.Store}
 	default:
 		return fmt.Errorf("projector: -rebuild-from %q: want store or kafka", cfg.RebuildFrom)
 	}
-	res, err := svc.Rebuild(ctx, cfg.Rebuild, rc)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(cfg.Out, "rebuild %s: swapped in: %d events applied (%d duplicates, %d dead-lettered) up to position %d in %s\n",
-		res.Projection, res.Applied, res.Duplicates, res.DeadLettered, res.Position, res.Took.Round(1e6))
-	return nil
+	return svc.RebuildJob(ctx, cfg.Out, cfg.Rebuild, source, cfg.KeepOld)
 }

@@ -4,12 +4,14 @@
 //
 //	go run ./cmd/quickstart                 # ./esflow-quickstart.db
 //	DATABASE_URL=postgres://… go run ./cmd/quickstart
+//
+// Flags: -db (also ESFLOW_DB), and those of every esflow command:
+// -log-level, -log-format, -version, -h.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/esflow/esflow/examples/domain"
+	"github.com/esflow/esflow/internal/cli"
 	"github.com/esflow/esflow/pkg/aggregate"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/eventstore"
@@ -25,18 +28,28 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "quickstart:", err)
-		os.Exit(1)
-	}
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	cli.Exit("quickstart", err)
+}
+
+// command describes the quick start for its -h.
+var command = cli.Command{
+	Name:    "quickstart",
+	Summary: "Runs the quick start: saves a World aggregate, reads it back, shows optimistic concurrency and the notification log.",
+	Env: []cli.Var{
+		{Name: application.EnvDatabaseURL, Usage: "the event store (default sqlite://<-db>; alias DB_URI)"},
+		{Name: application.EnvCipherKey, Usage: "base64 of 32 bytes: encrypt stored events"},
+	},
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
-	fs := flag.NewFlagSet("quickstart", flag.ContinueOnError)
+	fs := cli.New(command, os.Getenv, out)
 	dbFile := fs.String("db", "esflow-quickstart.db", "SQLite file used when DATABASE_URL is not set")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	log := fs.Logger(os.Stderr)
 	cfg, err := application.ConfigFromEnv()
 	if err != nil {
 		return err
@@ -44,6 +57,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if cfg.DatabaseURL == "" {
 		cfg.DatabaseURL = "sqlite://" + *dbFile
 	}
+	cfg.Logger = log
 	cfg.Registry = aggregate.NewRegistry()
 	domain.Register(cfg.Registry)
 	app, err := application.New(ctx, cfg)

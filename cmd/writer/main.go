@@ -13,19 +13,24 @@
 //	               with the KAFKA_CLIENT_ID, KAFKA_TLS* and KAFKA_SASL_*
 //	               variables of package kafkaenv
 //
-// Flags:
+// Flags (each can also be set by its ESFLOW_* variable: -http-addr by
+// ESFLOW_HTTP_ADDR and so on; writer -h lists them all):
 //
 //	-http-addr :8080          API, web page, /healthz, /readyz, /metrics
 //	-relay=true               publish the outbox from this process; turn it
 //	                          off where cmd/relay is deployed separately
 //	-auto-create-topics=true  create missing topics before publishing
 //	-topic-partitions 8       partitions of auto-created topics
-//	-topic-replication -1     replication factor of auto-created topics (-1: broker default)
+//	-topic-replication 1      replication factor of auto-created topics (-1: broker default)
+//	-cloudevents=true         CloudEvents ce_* headers on published events
+//	-cloudevents-source esflow  their ce_source
 //	-max-body-bytes 1048576   request body limit (413 above)
-//	-log-format json          json or text
 //	-migrate=true             create the event and outbox tables if missing
 //	-outbox-table ""          outbox table name (default esflow_outbox)
 //	-shutdown-grace 10s       how long in-flight requests may take on SIGTERM
+//	-log-level info           debug, info, warn or error
+//	-log-format text          text or json
+//	-version                  print the version and exit
 //
 // SIGTERM or SIGINT stops accepting connections, lets in-flight requests
 // finish (within -shutdown-grace), then stops the relay after its in-flight
@@ -35,10 +40,8 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -47,6 +50,7 @@ import (
 
 	"github.com/esflow/esflow/examples/domain"
 	"github.com/esflow/esflow/examples/domainapi"
+	"github.com/esflow/esflow/internal/cli"
 	"github.com/esflow/esflow/internal/relayservice"
 	"github.com/esflow/esflow/internal/telemetry"
 	"github.com/esflow/esflow/pkg/aggregate"
@@ -68,43 +72,44 @@ func main() {
 		err = run(ctx, os.Args[1:], os.Stderr, nil)
 		_ = stopTracing(context.WithoutCancel(ctx)) // flushes the spans
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "writer:", err)
-		os.Exit(1)
-	}
+	stop()
+	cli.Exit("writer", err)
+}
+
+// command describes the writer for its -h.
+var command = cli.Command{
+	Name:    "writer",
+	Summary: "Serves the writer's HTTP JSON API, appending events through the transactional outbox, and (by default) relays the outbox to Kafka.",
+	Env: []cli.Var{
+		{Name: application.EnvDatabaseURL, Usage: "where events live: postgres://…, sqlite://path, mysql://… (required; alias DB_URI)"},
+		{Name: application.EnvCipherKey, Usage: "base64 of 32 bytes: encrypt stored events"},
+		{Name: application.EnvCompress, Usage: `"true": deflate stored events`},
+		{Name: EnvToken, Usage: "bearer token required on mutating requests"},
+		{Name: "KAFKA_BROKERS", Usage: "host:port[,…], required with -relay (and the KAFKA_CLIENT_ID, KAFKA_TLS*, KAFKA_SASL_* variables of package kafkaenv)"},
+	},
 }
 
 // run is main without the process: configuration from args and the
 // environment, logs to logOut; ready, when set, gets the HTTP address once
 // it listens. It returns when ctx ends (nil) or on a fatal error.
 func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Addr)) error {
-	fs := flag.NewFlagSet("writer", flag.ContinueOnError)
-	fs.SetOutput(logOut)
+	fs := cli.New(command, os.Getenv, os.Stdout)
 	var (
-		httpAddr    = fs.String("http-addr", ":8080", "address of the API, the web page, /healthz, /readyz and /metrics")
-		inProcess   = fs.Bool("relay", true, "run the outbox relay in this process")
-		autoCreate  = fs.Bool("auto-create-topics", true, "create missing topics before publishing to them")
-		partitions  = fs.Int("topic-partitions", 8, "partitions of auto-created topics")
-		replication = fs.Int("topic-replication", -1, "replication factor of auto-created topics (-1: the broker's default)")
-		maxBody     = fs.Int64("max-body-bytes", writer.DefaultMaxBodyBytes, "largest request body accepted")
-		logFormat   = fs.String("log-format", "json", "log format: json or text")
-		migrate     = fs.Bool("migrate", true, "create the event and outbox tables if missing")
-		table       = fs.String("outbox-table", "", "outbox table name (default esflow_outbox)")
-		grace       = fs.Duration("shutdown-grace", 10*time.Second, "how long in-flight requests may take at shutdown")
+		httpAddr  = fs.String("http-addr", ":8080", "address of the API, the web page, /healthz, /readyz and /metrics")
+		inProcess = fs.Bool("relay", true, "run the outbox relay in this process")
+		relayF    = fs.RelayFlags()
+		maxBody   = fs.Int64("max-body-bytes", writer.DefaultMaxBodyBytes, "largest request body accepted")
+		migrate   = fs.Bool("migrate", cli.DefaultMigrate, "create the event and outbox tables if missing")
+		table     = fs.String("outbox-table", "", "outbox table name (default esflow_outbox)")
+		grace     = fs.Duration("shutdown-grace", 10*time.Second, "how long in-flight requests may take at shutdown")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if *logFormat != "json" && *logFormat != "text" {
-		return fmt.Errorf("-log-format %q: want json or text", *logFormat)
-	}
 	if *maxBody <= 0 {
-		return fmt.Errorf("-max-body-bytes %d: must be positive", *maxBody)
+		return cli.Usagef("-max-body-bytes %d: must be positive", *maxBody)
 	}
-	log := newLogger(logOut, *logFormat)
+	log := fs.Logger(logOut)
 
 	cfg, err := application.ConfigFromEnv()
 	if err != nil {
@@ -133,10 +138,9 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Ad
 	readyChecks := map[string]ops.Check{}
 	var rl *relayservice.Service
 	if *inProcess {
-		rl, err = relayservice.New(app.Outbox(), relayservice.Config{
-			Kafka: kcfg, AutoCreateTopics: *autoCreate, Partitions: *partitions, ReplicationFactor: *replication,
-			Metrics: metricsReg, Logger: log,
-		})
+		rcfg := relayservice.Config{Kafka: kcfg, Metrics: metricsReg, Logger: log}
+		rcfg.SetFlags(relayF)
+		rl, err = relayservice.New(app.Outbox(), rcfg)
 		if err != nil {
 			return err
 		}
@@ -184,11 +188,4 @@ func run(ctx context.Context, args []string, logOut io.Writer, ready func(net.Ad
 	relayErr := <-relayDone
 	log.Info("writer stopped")
 	return errors.Join(serveErr, relayErr)
-}
-
-func newLogger(w io.Writer, format string) *slog.Logger {
-	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, nil))
-	}
-	return slog.New(slog.NewJSONHandler(w, nil))
 }

@@ -129,7 +129,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad log format", db, "", []string{"-relay=false", "-log-format", "xml"}, "log-format"},
 		{"bad body limit", db, "", []string{"-relay=false", "-max-body-bytes", "0"}, "max-body-bytes"},
 		{"bad database url", "ftp://x", "", []string{"-relay=false"}, "ftp"},
-		{"stray argument", db, "", []string{"-relay=false", "extra"}, "unexpected arguments"},
+		{"stray argument", db, "", []string{"-relay=false", "extra"}, "unexpected argument"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Setenv("DATABASE_URL", c.dbURL)

@@ -85,10 +85,11 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Metrics != nil {
 		metrics = projmetrics.New(cfg.Metrics)
 	}
+	all := All()
 	for _, x := range []struct {
 		dst **projection.Runner
 		p   projection.Projection
-	}{{&s.worlds, readmodel.Worlds{}}, {&s.examples, readmodel.Examples{}}, {&s.counts, readmodel.EventCounts{}}} {
+	}{{&s.worlds, all[0]}, {&s.examples, all[1]}, {&s.counts, all[2]}} {
 		rc := projection.RunnerConfig{
 			Brokers:   cfg.Kafka.Brokers,
 			GroupID:   cfg.GroupPrefix + x.p.Name(),
@@ -126,6 +127,11 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 		}
 	}
 	return s, nil
+}
+
+// All returns the projections a Service runs, in the order of Runners.
+func All() []projection.Projection {
+	return []projection.Projection{readmodel.Worlds{}, readmodel.Examples{}, readmodel.EventCounts{}}
 }
 
 // Runners returns the service's projection runners.
@@ -172,11 +178,7 @@ func (s *Service) lookup(name string) (projection.Projection, *projection.Runner
 			return p, s.Runners()[i], nil
 		}
 	}
-	names := make([]string, len(s.projections))
-	for i, p := range s.projections {
-		names[i] = p.Name()
-	}
-	return nil, nil, fmt.Errorf("%w %q (have %s)", ErrUnknownProjection, name, strings.Join(names, ", "))
+	return nil, nil, Known(name)
 }
 
 // Redrive applies the named projection's dead letters again (see

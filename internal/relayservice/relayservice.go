@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/esflow/esflow/internal/cli"
 	"github.com/esflow/esflow/pkg/application"
 	"github.com/esflow/esflow/pkg/kafkaenv"
 	"github.com/esflow/esflow/pkg/outbox"
@@ -32,6 +33,8 @@ type Config struct {
 	AutoCreateTopics  bool
 	Partitions        int
 	ReplicationFactor int
+	// CloudEvents configures the ce_* headers (kafkapub.Config's).
+	CloudEvents kafkapub.CloudEvents
 	// Shard, BatchSize and PollInterval are relay.Config's.
 	Shard        outbox.Shard
 	BatchSize    int
@@ -39,6 +42,14 @@ type Config struct {
 	// Metrics receives the relay's metrics.
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
+}
+
+// SetFlags copies the commands' relay flags into c.
+func (c *Config) SetFlags(f cli.RelayFlags) {
+	c.AutoCreateTopics = *f.AutoCreateTopics
+	c.Partitions = *f.TopicPartitions
+	c.ReplicationFactor = *f.TopicReplication
+	c.CloudEvents = kafkapub.CloudEvents{Disabled: !*f.CloudEvents, Source: *f.CloudEventsSource}
 }
 
 // Service is a relay publishing an application's outbox to Kafka.
@@ -52,6 +63,7 @@ func New(box application.Outbox, cfg Config) (*Service, error) {
 	pub, err := kafkapub.New(kafkapub.Config{
 		Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID, TLS: cfg.Kafka.TLS, SASL: cfg.Kafka.SASL,
 		AutoCreateTopics: cfg.AutoCreateTopics, Partitions: cfg.Partitions, ReplicationFactor: cfg.ReplicationFactor,
+		CloudEvents: cfg.CloudEvents,
 	})
 	if err != nil {
 		return nil, err

@@ -149,6 +149,19 @@ func (m *Mapper) Decode(r Record) (aggregate.Event, error) {
 // event builds the event of record r from its decoded envelope, checking
 // its hash.
 func (m *Mapper) event(r Record, env *envelope) (aggregate.Event, error) {
+	e, err := verified(r, env)
+	if err != nil {
+		return aggregate.Event{}, err
+	}
+	if e.Payload, err = m.Registry.Decode(r.Topic, env.Schema, env.Payload); err != nil {
+		return aggregate.Event{}, err
+	}
+	return e, nil
+}
+
+// verified builds the event of record r from its decoded envelope,
+// without its payload, and checks its hash over the stored payload bytes.
+func verified(r Record, env *envelope) (aggregate.Event, error) {
 	t, err := time.Parse(aggregate.TimeFormat, env.Time)
 	if err != nil {
 		return aggregate.Event{}, fmt.Errorf("%w: time: %v", ErrIntegrity, err)
@@ -163,9 +176,37 @@ func (m *Mapper) event(r Record, env *envelope) (aggregate.Event, error) {
 	if env.Hash != "" && aggregate.HashEvent(e, env.Payload) != env.Hash {
 		return aggregate.Event{}, fmt.Errorf("%w: event hash does not match its content (tampered record?)", ErrIntegrity)
 	}
-	if e.Payload, err = m.Registry.Decode(r.Topic, env.Schema, env.Payload); err != nil {
-		return aggregate.Event{}, err
+	return e, nil
+}
+
+// DecodeRaw is Decode for a reader that has no Go types for the events
+// (an operator's tool, a generic stream): it decrypts, decompresses and
+// verifies the event's own hash like Decode, and returns the payload as
+// its JSON (a json.RawMessage), upcast to the current schema version when
+// the registry knows the type, else as stored.
+func (m *Mapper) DecodeRaw(r Record) (aggregate.Event, error) {
+	fail := func(err error) (aggregate.Event, error) {
+		return aggregate.Event{}, &Error{Op: "decode", StreamID: r.StreamID, Position: r.Position, Err: err}
 	}
+	body, err := m.open(r)
+	if err != nil {
+		return fail(err)
+	}
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return fail(fmt.Errorf("%w: envelope: %v", ErrIntegrity, err))
+	}
+	e, err := verified(r, &env)
+	if err != nil {
+		return fail(err)
+	}
+	payload := []byte(env.Payload)
+	if m.Registry != nil {
+		if payload, err = m.Registry.Upcast(r.Topic, env.Schema, payload); err != nil {
+			return fail(err)
+		}
+	}
+	e.Payload = json.RawMessage(payload)
 	return e, nil
 }
 

@@ -113,14 +113,20 @@ func (r *Runner) UnresolvedGaps(ctx context.Context) ([]Gap, error) {
 // DeadLetters lists the projection's dead-lettered events (with
 // redriven ones when all is true).
 func (r *Runner) DeadLetters(ctx context.Context, all bool) ([]DeadLetter, error) {
+	return deadLetters(ctx, r.db, r.tracking, all)
+}
+
+// deadLetters lists a projection's dead letters (with redriven ones when
+// all is true).
+func deadLetters(ctx context.Context, db DB, projection string, all bool) ([]DeadLetter, error) {
 	var out []DeadLetter
 	q := `SELECT event_id, aggregate_id, version, error, topic, kafka_partition, kafka_offset, redriven_at IS NOT NULL
 FROM ` + DeadLettersTable + ` WHERE projection = $1`
 	if !all {
 		q += ` AND redriven_at IS NULL`
 	}
-	err := r.db.InTx(ctx, func(tx Tx) error {
-		rows, err := tx.Query(ctx, q+` ORDER BY dead_lettered_at, event_id`, r.tracking)
+	err := db.InTx(ctx, func(tx Tx) error {
+		rows, err := tx.Query(ctx, q+` ORDER BY dead_lettered_at, event_id`, projection)
 		if err != nil {
 			return err
 		}

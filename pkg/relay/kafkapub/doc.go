@@ -83,4 +83,14 @@
 // is reported as a transient error until the Transport's metadata cache
 // has been refreshed at least twice (2×MetadataTTL), and as permanent
 // (kafka.UnknownTopicOrPartition) after that.
+//
+// # CloudEvents
+//
+// Next to the esflow-* headers every domain event gets the CloudEvents
+// Kafka protocol binding's headers in binary mode (ce_specversion, ce_id,
+// ce_source, ce_type, ce_time, ce_subject; content-type is the binding's
+// datacontenttype), derived from the esflow-* headers as the record is
+// built, so a CloudEvents SDK reads each message as an event whose data is
+// the envelope. [Config].CloudEvents sets ce_source or turns them off; see
+// [CloudEvents].
 package kafkapub

@@ -79,6 +79,10 @@ type Config struct {
 	// MetadataTTL is how often the Transport refreshes its cached cluster
 	// metadata. Default 1 s.
 	MetadataTTL time.Duration
+
+	// CloudEvents configures the ce_* headers of the CloudEvents Kafka
+	// binding written next to the esflow-* ones (on by default).
+	CloudEvents CloudEvents
 }
 
 func (c *Config) setDefaults() error {
@@ -133,6 +137,7 @@ type Publisher struct {
 	transport *kafka.Transport
 	addr      net.Addr
 	client    *kafka.Client
+	ceSource  []byte // ce_source; nil: no CloudEvents headers
 
 	// fence is the fence of the Publish call holding sem, if it has one
 	// (relay.WithFence); fencedConn checks it before every write.
@@ -180,6 +185,7 @@ func New(cfg Config) (*Publisher, error) {
 		transport:    transport,
 		addr:         addr,
 		client:       &kafka.Client{Addr: addr, Transport: transport, Timeout: cfg.WriteTimeout},
+		ceSource:     cfg.CloudEvents.source(),
 		sem:          make(chan struct{}, 1),
 		known:        map[string]bool{},
 		unknownSince: map[string]time.Time{},
@@ -297,7 +303,7 @@ func (p *Publisher) publish(ctx context.Context, msgs []outbox.Message, errs []e
 			errs[i] = err
 			continue
 		}
-		sizes[i] = messageSize(m)
+		sizes[i] = messageSize(m) + cloudEventsSize(m, p.ceSource)
 		if sizes[i] > p.cfg.MaxMessageBytes {
 			errs[i] = fmt.Errorf("%w: %w: message %d is %d bytes, limit %d",
 				relay.ErrPermanent, kafka.MessageSizeTooLarge, m.ID, sizes[i], p.cfg.MaxMessageBytes)

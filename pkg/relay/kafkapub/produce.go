@@ -227,6 +227,9 @@ func (p *Publisher) request(ctx context.Context, msgs []outbox.Message, chunks [
 	for _, c := range chunks {
 		for _, i := range c.idx {
 			n += len(msgs[i].Headers)
+			if p.ceSource != nil {
+				n += ceHeaders
+			}
 		}
 	}
 	headers := make([]protocol.Header, 0, n)
@@ -244,6 +247,7 @@ func (p *Publisher) request(ctx context.Context, msgs []outbox.Message, chunks [
 			for _, h := range m.Headers {
 				headers = append(headers, protocol.Header{Key: h.Key, Value: h.Value})
 			}
+			headers = appendCloudEvents(headers, m, p.ceSource)
 			records[j] = protocol.Record{
 				Time:    now,
 				Key:     protocol.NewBytes(m.Key),
