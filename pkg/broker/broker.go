@@ -13,6 +13,8 @@
 package broker
 
 import (
+	"github.com/google/uuid"
+
 	"context"
 	"errors"
 	"fmt"
@@ -101,6 +103,10 @@ func Start(ctx context.Context, cfg Config) (*Broker, error) {
 		kfake.ListenFn(listen),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(parts),
+		// Every start is a new cluster: the broker keeps no log across
+		// a restart, so its offsets start again, and consumers that compare
+		// the cluster id (pkg/projection) know to read from the start.
+		kfake.ClusterID("esflow-" + uuid.NewString()),
 	}
 	if len(cfg.Topics) > 0 {
 		for _, t := range cfg.Topics {

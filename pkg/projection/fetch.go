@@ -92,6 +92,17 @@ func (f *fetcher) warm(ctx context.Context, topics []string) {
 	_, _ = f.client().Metadata(wctx, &kafka.MetadataRequest{Topics: topics})
 }
 
+// clusterID is the id of the cluster c talks to ("" if it cannot tell).
+func (f *fetcher) clusterID(ctx context.Context, c *kafka.Client) string {
+	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res, err := c.Metadata(mctx, &kafka.MetadataRequest{})
+	if err != nil {
+		return ""
+	}
+	return res.ClusterID
+}
+
 // firstOffset is the first offset partition k holds.
 func (f *fetcher) firstOffset(ctx context.Context, c *kafka.Client, k partitionKey) (int64, error) {
 	res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{
@@ -112,15 +123,21 @@ func (f *fetcher) firstOffset(ctx context.Context, c *kafka.Client, k partitionK
 }
 
 // readPartition fetches one leased partition from l.start into out until
-// ctx ends, retrying failed fetches with backoff. An offset the partition
-// does not hold (the broker lost its log: the embedded broker keeps
-// nothing across a restart) restarts it at the first offset.
+// ctx ends, retrying failed fetches with backoff. A broker that lost its
+// log (the embedded broker keeps nothing across a restart) makes it read
+// the partition again from its first offset: an offset the partition
+// does not hold says so, and so does, after failed fetches, a cluster id
+// other than the one the loop started with, since the new log may
+// already have grown past the offset by the time the loop reconnects
+// (pkg/broker starts a new cluster id each time; a Kafka cluster keeps
+// its id).
 func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 	k := l.key
 	offset := l.start
 	backoff := r.cfg.RetryBackoff
 	began, first := time.Now(), true
 	failed := false // Ready is false until a fetch succeeds again
+	cluster := r.fetch.clusterID(ctx, r.fetch.client())
 	fail := func(c *kafka.Client, op string, err error) {
 		r.setReaderTrouble(true)
 		failed = true
@@ -132,6 +149,15 @@ func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 	}
 	for ctx.Err() == nil {
 		c := r.fetch.client()
+		if failed && cluster != "" {
+			switch id := r.fetch.clusterID(ctx, c); {
+			case id == "":
+			case id != cluster:
+				r.log.Warn("the broker is a new cluster (its log is gone); reading the partition from its first offset",
+					"topic", k.topic, "partition", k.partition, "offset", offset, "cluster", id)
+				offset, cluster = kafka.FirstOffset, id
+			}
+		}
 		if offset < 0 {
 			o, err := r.fetch.firstOffset(ctx, c, k)
 			if err != nil {

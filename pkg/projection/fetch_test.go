@@ -11,20 +11,21 @@ import (
 
 // TestBrokerThatForgotItsLog replaces the broker under a running runner
 // by a fresh one on the same address (the embedded broker keeps nothing
-// across a restart): the offsets the runner stored are beyond the new
-// partitions' ends, so it must read them again from their first offsets,
-// and it applies what is published after the restart.
+// across a restart) and fills the new log past the offsets the runner
+// stored while its fetch loops wait out their backoff: the loops must see
+// the new cluster and read the partitions again from their first
+// offsets, or they would skip the new log's first messages.
 func TestBrokerThatForgotItsLog(t *testing.T) {
 	ctx := context.Background()
 	b := startBroker(t)
 	addr := b.Addr()
-	// 100 worlds of 4 events: every partition ends far beyond the 8
-	// events published after the restart.
 	before := worldEvents(t, 100, 4)
 	produce(t, newWriter(t, addr), messages(t, flatten(before)))
 
 	db := openPostgres(t)
-	r, err := projection.NewRunner(db, newCounts("forgotten"), config(b))
+	cfg := config(b)
+	cfg.RetryBackoff = 2 * time.Second // the new log grows meanwhile
+	r, err := projection.NewRunner(db, newCounts("forgotten"), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,11 +43,12 @@ func TestBrokerThatForgotItsLog(t *testing.T) {
 	if err := b2.CreateTopic(ctx, topic, 8); err != nil {
 		t.Fatal(err)
 	}
-	after := worldEvents(t, 8, 1)
+	after := worldEvents(t, 200, 4) // twice the log of before
+
 	produce(t, newWriter(t, addr), messages(t, flatten(after)))
 	waitAll(t, r, after) // published after the broker's restart
-	if st := r.Status(); st.Applied != 408 || st.Gaps != 0 {
-		t.Fatalf("applied %d, gaps %d; want 408 and 0", st.Applied, st.Gaps)
+	if st := r.Status(); st.Applied != 1200 || st.Gaps != 0 {
+		t.Fatalf("applied %d, gaps %d; want 1200 and 0", st.Applied, st.Gaps)
 	}
 	eventually(t, "ready after the restart", 10*time.Second, r.Ready)
 }
