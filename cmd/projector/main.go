@@ -12,8 +12,10 @@
 // -lease-ttl (how long a paused or cut-off replica keeps its partitions,
 // default 2s), -lease-check (how often replicas look for partitions to
 // take or hand over, default 100ms), -member-name (default the host
-// name) and -shutdown-timeout (how long the batch in progress may take
-// after SIGTERM before the partitions are handed over, default 10s). The
+// name), -shutdown-timeout (how long the batch in progress may take to
+// finish after SIGTERM, default 10s; the partitions are handed over at
+// once) and -lanes (transactions each projection applies at once, for
+// different partitions; default 4 on PostgreSQL, 1 on SQLite). The
 // replicas share each projection's partitions through lease rows in the
 // read-model database (pkg/projection DESIGN.md, "Partition leases"): a
 // killed replica's partitions are taken over within about a LeaseCheck,
@@ -66,7 +68,7 @@ type config struct {
 	Kafka       kafkaenv.Config
 	GroupPrefix string
 	HTTPAddr    string
-	// Leases: LeaseTTL, LeaseCheck, MemberName, ShutdownTimeout.
+	// Leases: LeaseTTL, LeaseCheck, MemberName, ShutdownTimeout, Lanes.
 	Leases projection.RunnerConfig
 	Logger *slog.Logger
 	// Listening, when set, receives the HTTP server's bound address.
@@ -131,7 +133,8 @@ func parseConfig(args []string, getenv func(string) string, stdout, logOut io.Wr
 		leaseTTL        = fs.Duration("lease-ttl", 2*time.Second, "how long a replica without a heartbeat (paused, cut off) keeps its partitions")
 		leaseCheck      = fs.Duration("lease-check", 100*time.Millisecond, "how often a replica looks for partitions to take over or hand over")
 		memberName      = fs.String("member-name", "", "this replica's name in the members table (default the host name)")
-		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM, how long the batch in progress may take before the partitions are handed over")
+		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM, how long the batch in progress may take to finish (the partitions are handed over at once)")
+		lanes           = fs.Int("lanes", 0, "transactions each projection may apply at once, for different partitions (0: 4 on PostgreSQL, 1 on SQLite; more than 4 wants pool_max_conns in DATABASE_URL)")
 	)
 	fs.Alias("eventstore-url", "EVENTSTORE_URL")
 	if err := fs.Parse(args); err != nil {
@@ -149,6 +152,7 @@ func parseConfig(args []string, getenv func(string) string, stdout, logOut io.Wr
 		Logger:      fs.Logger(logOut),
 		Leases: projection.RunnerConfig{
 			LeaseTTL: *leaseTTL, LeaseCheck: *leaseCheck, MemberName: *memberName, ShutdownTimeout: *shutdownTimeout,
+			Lanes: *lanes,
 		},
 
 		Redrive: *redrive, RedriveFromBeginning: *fromBeginning,

@@ -39,10 +39,11 @@ type Config struct {
 	// runners join no group; a partition leased for the first time starts
 	// at its group's committed offset, see projection.RunnerConfig.GroupID).
 	GroupPrefix string
-	// Leases configures partition ownership: the projection.RunnerConfig
-	// fields LeaseTTL, LeaseCheck, HeartbeatInterval, MemberName and
-	// ShutdownTimeout are taken from it (zero fields: the runner's
-	// defaults); its other fields are ignored.
+	// Leases configures partition ownership and the apply loops: the
+	// projection.RunnerConfig fields LeaseTTL, LeaseCheck,
+	// HeartbeatInterval, MemberName, ShutdownTimeout and Lanes are taken
+	// from it (zero fields: the runner's defaults); its other fields are
+	// ignored.
 	Leases projection.RunnerConfig
 	// Hooks, when set, returns the hooks of the named projection's runner
 	// (called besides Metrics' hooks).
@@ -102,6 +103,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 			HeartbeatInterval: cfg.Leases.HeartbeatInterval,
 			MemberName:        cfg.Leases.MemberName,
 			ShutdownTimeout:   cfg.Leases.ShutdownTimeout,
+			Lanes:             cfg.Leases.Lanes,
 		}
 		var hooks []projection.Hooks
 		if cfg.Hooks != nil {
@@ -220,6 +222,14 @@ func (s *Service) Rebuild(ctx context.Context, name string, cfg projection.Rebui
 // Close releases the database. Call it after Run has returned.
 func (s *Service) Close() { s.closeDB() }
 
+// PoolConns is the size of the PostgreSQL pool OpenDB opens when url
+// sets no pool_max_conns: a connection per lane of the three runners at
+// the default four lanes (projection.RunnerConfig.Lanes), and four for
+// the lease steps and the HTTP reads. pgxpool's own default, four
+// connections on this kind of machine, made the runners' transactions
+// wait for one another.
+const PoolConns = 3*4 + 4
+
 // OpenDB opens the read-model database named by url. It returns a
 // handle for the runners and one for the HTTP reads: the same pool on
 // PostgreSQL; on SQLite the runners' transactions begin IMMEDIATE (they
@@ -231,7 +241,14 @@ func OpenDB(ctx context.Context, url string) (write, read projection.DB, closeFn
 	case url == "":
 		return nil, nil, nil, errors.New("projector: DATABASE_URL is not set")
 	case strings.HasPrefix(lower, "postgres://"), strings.HasPrefix(lower, "postgresql://"):
-		pool, err := pgxpool.New(ctx, url)
+		pcfg, err := pgxpool.ParseConfig(url)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("projector: open postgres: %w", err)
+		}
+		if !strings.Contains(lower, "pool_max_conns") {
+			pcfg.MaxConns = PoolConns
+		}
+		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("projector: open postgres: %w", err)
 		}

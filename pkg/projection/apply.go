@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -52,6 +53,47 @@ func (r *Runner) applyTx(ctx context.Context, events []Event, fence []offsetRow)
 		return err
 	})
 	return res, err
+}
+
+// warmDB opens two connections (one if Lanes is 1) and prepares on each
+// the statements every apply transaction sends (the tracking read and the
+// tracking and offset write), before the runner joins: the partitions a
+// replica is handed arrive together, so its first batch takes them all,
+// and a second one starts while the first is in flight. A replacement
+// replica's first batches otherwise open their connections and prepare
+// their statements while its partitions wait: on a loaded machine a few
+// round trips each, most of its first commit's delay in the runs of
+// DESIGN.md. The handlers' own statements are prepared by their first
+// batch. Failing, it only logs: the batches open what they need anyway.
+func (r *Runner) warmDB(ctx context.Context) {
+	w, ok := r.db.(warmer)
+	if !ok {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	err := w.warm(wctx, min(r.cfg.Lanes, 2), func(tx Tx) error {
+		// A random aggregate and no lease: the upsert inserts a row no
+		// one else locks, and the fence matches nothing, so the
+		// statement fails as a fenced commit does (the transaction is
+		// rolled back anyway).
+		id := uuid.NewString()
+		if _, err := loadVersions(wctx, tx, r.tracking, []string{id}); err != nil {
+			return err
+		}
+		pt := tx.(*pgTx)
+		fence := []offsetRow{{key: partitionKey{topic: "", partition: -1}, gen: -1}}
+		if err := finishTx(wctx, tx, r.tracking, []trackingRow{{aggregateID: id, eventID: id}}, fence, true); err != nil {
+			return err
+		}
+		if err := pt.flushAtCommit(wctx); !errors.Is(err, ErrLeaseLost) {
+			return fmt.Errorf("projection: warm-up statement: want the fence's refusal, got %w", err)
+		}
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		r.log.Warn("warming the database connections", "error", err)
+	}
 }
 
 // applyIn is applyTx's work inside a transaction the caller owns (a

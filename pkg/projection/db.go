@@ -120,6 +120,36 @@ func (d pgDB) autocommit(ctx context.Context, fn func(Tx) error) error {
 	return fn(&pgTx{conn: conn.Conn(), begun: true}) // begun: no BEGIN is sent, nor COMMIT
 }
 
+// warm implements warmer: it holds up to n connections of the pool at
+// once (opening those the pool lacks) and runs fn in a transaction on
+// each, rolled back, so that fn's statements are prepared on all of them.
+func (d pgDB) warm(ctx context.Context, n int, fn func(Tx) error) error {
+	n = min(n, int(d.pool.Config().MaxConns))
+	conns := make([]*pgxpool.Conn, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Go(func() {
+			c, err := d.pool.Acquire(ctx)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			conns[i] = c
+			t := &pgTx{conn: c.Conn()}
+			errs[i] = fn(t)
+			t.rollback(ctx)
+		})
+	}
+	wg.Wait()
+	for _, c := range conns {
+		if c != nil {
+			c.Release()
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // pgTx is a transaction on one connection. BEGIN is sent lazily, in the
 // same pipeline as the first statement.
 type pgTx struct {

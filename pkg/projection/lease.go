@@ -182,6 +182,14 @@ type autocommitter interface {
 	autocommit(ctx context.Context, fn func(Tx) error) error
 }
 
+// warmer is implemented by databases whose connections are worth
+// opening, and whose statements are worth preparing, before a runner
+// takes partitions: warm runs fn on n connections at once, each in a
+// transaction that is rolled back.
+type warmer interface {
+	warm(ctx context.Context, n int, fn func(Tx) error) error
+}
+
 // single runs fn outside a transaction where the database allows, in a
 // transaction otherwise. fn must send one statement where the database
 // allows it (it may send several where it does not: SQLite's fallbacks).

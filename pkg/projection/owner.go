@@ -200,12 +200,17 @@ func (o *owner) check(ctx context.Context) error {
 		// owner, woken at once, usually gets there first: the batch would
 		// be refused (ErrLeaseLost) and applied again without them, which
 		// delays the partitions this runner keeps by a whole batch.
-		if done := r.batchDone(handOver); done != nil {
+		if dones := r.batchesDone(handOver); len(dones) > 0 {
 			t := time.NewTimer(handOverWait)
-			select {
-			case <-done:
-			case <-t.C:
-			case <-ctx.Done():
+		wait:
+			for _, done := range dones {
+				select {
+				case <-done:
+				case <-t.C:
+					break wait
+				case <-ctx.Done():
+					break wait
+				}
 			}
 			t.Stop()
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +35,22 @@ type RunnerConfig struct {
 	Transport kafka.RoundTripper
 	// BatchSize caps the messages applied in one transaction. Default 500.
 	BatchSize int
+	// Lanes is how many batches may be applied at once, each in its own
+	// transaction over partitions none of the others holds, so each
+	// partition is still applied in order. A batch then waits only for a
+	// batch in flight holding messages of its partitions: a slow batch
+	// delays its own partitions, not all of them, and a replica that took
+	// over another's partitions applies them beside its own. A quiet
+	// runner still applies one batch at a time; a second starts only when
+	// messages of other partitions arrive while one is in flight. Handlers
+	// of different partitions may run concurrently: rows they share (a
+	// counter per type, say) are serialised by the database's row locks
+	// (update shared rows in a fixed order, as the multi-row upserts of a
+	// sorted batch do), and a deadlock is retried like any failure of the
+	// runner's own work. Each batch in flight holds a pool connection:
+	// size the pool for Lanes per runner plus the readers. Default 4 on
+	// PostgreSQL, 1 on SQLite (one writer at a time).
+	Lanes int
 	// BatchWait is how long a partial batch waits for more messages
 	// before it is applied. Default 0: a batch is what has arrived when
 	// the previous one committed, since messages keep arriving (read
@@ -139,8 +154,8 @@ type Runner struct {
 	// member; owned counts the partitions it holds.
 	leasesChecked bool
 	owned         int
-	// flight is the batch being applied, nil between batches.
-	flight *flight
+	// flights are the batches being applied (at most Lanes).
+	flights map[*flight]bool
 }
 
 // flight is a batch being applied: the leases of its messages, and a
@@ -150,20 +165,21 @@ type flight struct {
 	done   chan struct{}
 }
 
-// batchDone returns a channel closed when the batch in flight, if it
-// holds messages of any of ls, is done; nil if none does.
-func (r *Runner) batchDone(ls []*lease) <-chan struct{} {
+// batchesDone returns the channels closed when the batches in flight
+// that hold messages of any of ls are done; none if no batch does.
+func (r *Runner) batchesDone(ls []*lease) []<-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.flight == nil {
-		return nil
-	}
-	for _, l := range ls {
-		if r.flight.leases[l] {
-			return r.flight.done
+	var out []<-chan struct{}
+	for f := range r.flights {
+		for _, l := range ls {
+			if f.leases[l] {
+				out = append(out, f.done)
+				break
+			}
 		}
 	}
-	return nil
+	return out
 }
 
 type counts struct{ applied, duplicates, gaps, deadLettered uint64 }
@@ -199,8 +215,14 @@ func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner
 	if err != nil {
 		return nil, fmt.Errorf("projection %s: %w", name, err)
 	}
-	if cfg.BatchSize < 0 || cfg.MaxAttempts < 0 || cfg.BatchWait < 0 {
-		return nil, fmt.Errorf("projection %s: negative BatchSize, BatchWait or MaxAttempts", name)
+	if cfg.BatchSize < 0 || cfg.MaxAttempts < 0 || cfg.BatchWait < 0 || cfg.Lanes < 0 {
+		return nil, fmt.Errorf("projection %s: negative BatchSize, BatchWait, MaxAttempts or Lanes", name)
+	}
+	if cfg.Lanes == 0 {
+		cfg.Lanes = 4
+		if db.Dialect() == SQLite {
+			cfg.Lanes = 1
+		}
 	}
 	setDefault(&cfg.GroupID, name+cfg.TableSuffix)
 	setDefault(&cfg.DeadLetterTopic, name+".dlq")
@@ -244,6 +266,7 @@ func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner
 		partitions: map[partitionKey]*PartitionLag{},
 		openGaps:   map[string]uint64{},
 		notify:     make(chan struct{}),
+		flights:    map[*flight]bool{},
 	}
 	r.batch, _ = p.(BatchHandler)
 	return r, nil
@@ -297,6 +320,7 @@ func (r *Runner) Run(ctx context.Context) error {
 
 	r.fetch.warm(ctx, r.p.Topics())
 	defer r.fetch.close()
+	r.warmDB(ctx)
 	msgs := make(chan item, r.cfg.BatchSize)
 	o := &owner{r: r, out: msgs, held: map[partitionKey]*lease{}}
 	mctx, stopManage := context.WithCancel(ctx)
@@ -321,48 +345,179 @@ func (r *Runner) Run(ctx context.Context) error {
 	return err
 }
 
-// applyLoop applies what the partition readers deliver, one batch at a
-// time, until ctx ends or applying fails for good. Messages of a lease
-// that was lost or handed over are skipped.
-func (r *Runner) applyLoop(ctx context.Context, msgs chan item) error {
-	batch := make([]item, 0, r.cfg.BatchSize)
-	for {
-		batch = batch[:0]
-		select {
-		case it := <-msgs:
-			batch = append(batch, it)
-		case <-ctx.Done():
-			return ctx.Err()
+// applyLoop applies what the partition readers deliver until ctx ends
+// or applying fails for good; then it waits for the batches in flight.
+//
+// A batch is what has arrived (up to BatchSize, after BatchWait when
+// set), and up to Lanes batches are applied at once, each in its own
+// transaction, over partitions none of the others holds: a partition's
+// messages wait only for a batch holding messages of the same partition,
+// so each partition is applied in order, and a slow batch delays only
+// its own partitions. On a quiet runner one batch at a time takes
+// everything (few, large transactions); a second starts only when
+// messages of other partitions arrive while one is in flight. Messages
+// of a lease that was lost or handed over are skipped.
+func (r *Runner) applyLoop(ctx context.Context, msgs <-chan item) error {
+	type result struct {
+		f     *flight
+		parts []partitionKey
+		err   error
+	}
+	var (
+		q        = map[partitionKey][]item{} // arrived, not yet in a batch
+		order    []partitionKey              // partitions with queued items, oldest first
+		queued   int
+		busy     = map[partitionKey]bool{} // in a batch in flight
+		inFlight int
+		results  = make(chan result, r.cfg.Lanes)
+		failed   error
+		stopping = ctx.Done()
+	)
+	limit := r.cfg.Lanes * r.cfg.BatchSize // queued beyond it, the readers wait
+	enqueue := func(it item) {
+		k := partitionKey{it.m.Topic, it.m.Partition}
+		if len(q[k]) == 0 {
+			order = append(order, k)
 		}
-		batch = r.fill(batch, msgs)
-		n := len(batch)
-		batch = slices.DeleteFunc(batch, item.dropped)
-		if skipped := n - len(batch); skipped > 0 {
+		q[k] = append(q[k], it)
+		queued++
+	}
+	// drain takes what else has arrived; with BatchWait it waits that
+	// long for more while no batch could be filled.
+	drain := func() {
+		var wait <-chan time.Time
+		for queued < limit {
+			select {
+			case it := <-msgs:
+				enqueue(it)
+				continue
+			default:
+			}
+			if r.cfg.BatchWait == 0 || queued >= r.cfg.BatchSize {
+				return
+			}
+			if wait == nil {
+				t := time.NewTimer(r.cfg.BatchWait)
+				defer t.Stop()
+				wait = t.C
+			}
+			select {
+			case it := <-msgs:
+				enqueue(it)
+			case <-wait:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+	// take forms a batch of the queued items of partitions no batch in
+	// flight holds, oldest partition first.
+	take := func() ([]item, []partitionKey) {
+		var batch []item
+		var parts []partitionKey
+		skipped := 0
+		rest := order[:0]
+		for _, k := range order {
+			items := q[k]
+			if busy[k] || len(batch) >= r.cfg.BatchSize {
+				rest = append(rest, k)
+				continue
+			}
+			n := min(len(items), r.cfg.BatchSize-len(batch))
+			took := false
+			for _, it := range items[:n] {
+				if it.dropped() {
+					skipped++
+					continue
+				}
+				batch = append(batch, it)
+				took = true
+			}
+			queued -= n
+			if took {
+				parts = append(parts, k)
+			}
+			if n < len(items) {
+				q[k] = items[n:]
+				rest = append(rest, k)
+			} else {
+				delete(q, k)
+			}
+		}
+		order = rest
+		if skipped > 0 {
 			r.mu.Lock()
 			r.pending -= skipped
 			r.mu.Unlock()
 		}
-		if len(batch) == 0 {
-			continue
-		}
-		f := &flight{leases: map[*lease]bool{}, done: make(chan struct{})}
-		for _, it := range batch {
-			if it.lease != nil {
-				f.leases[it.lease] = true
+		return batch, parts
+	}
+	for {
+		for failed == nil && stopping != nil && inFlight < r.cfg.Lanes {
+			batch, parts := take()
+			if len(batch) == 0 {
+				break
 			}
+			for _, k := range parts {
+				busy[k] = true
+			}
+			inFlight++
+			f := r.fly(batch)
+			go func() {
+				err := r.runBatch(ctx, batch, r.processItems)
+				results <- result{f, parts, err}
+			}()
 		}
-		r.mu.Lock()
-		r.flight = f
-		r.mu.Unlock()
-		err := r.runBatch(ctx, batch, r.processItems)
-		r.mu.Lock()
-		r.flight = nil
-		r.mu.Unlock()
-		close(f.done)
-		if err != nil {
-			return err
+		if inFlight == 0 && (failed != nil || stopping == nil) {
+			if failed != nil {
+				return failed
+			}
+			return ctx.Err()
+		}
+		var in <-chan item
+		if failed == nil && stopping != nil && queued < limit {
+			in = msgs
+		}
+		select {
+		case it := <-in:
+			enqueue(it)
+			drain()
+		case res := <-results:
+			inFlight--
+			r.land(res.f)
+			for _, k := range res.parts {
+				delete(busy, k)
+			}
+			if res.err != nil && failed == nil {
+				failed = res.err
+			}
+		case <-stopping:
+			stopping = nil // finish the batches in flight, start no more
 		}
 	}
+}
+
+// fly records a batch as in flight (see batchesDone).
+func (r *Runner) fly(batch []item) *flight {
+	f := &flight{leases: map[*lease]bool{}, done: make(chan struct{})}
+	for _, it := range batch {
+		if it.lease != nil {
+			f.leases[it.lease] = true
+		}
+	}
+	r.mu.Lock()
+	r.flights[f] = true
+	r.mu.Unlock()
+	return f
+}
+
+// land records that a batch is done.
+func (r *Runner) land(f *flight) {
+	r.mu.Lock()
+	delete(r.flights, f)
+	r.mu.Unlock()
+	close(f.done)
 }
 
 // dialer is the Dialer of the runner's Kafka connections.
