@@ -14,8 +14,8 @@
 // take or hand over, default 100ms), -member-name (default the host
 // name), -shutdown-timeout (how long the batch in progress may take to
 // finish after SIGTERM, default 10s; the partitions are handed over at
-// once) and -lanes (transactions each projection applies at once, for
-// different partitions; default 4 on PostgreSQL, 1 on SQLite). The
+// once) and -lanes (batches each projection may apply at once, over
+// different partitions; default 1). The
 // replicas share each projection's partitions through lease rows in the
 // read-model database (pkg/projection DESIGN.md, "Partition leases"): a
 // killed replica's partitions are taken over within about a LeaseCheck,
@@ -134,7 +134,7 @@ func parseConfig(args []string, getenv func(string) string, stdout, logOut io.Wr
 		leaseCheck      = fs.Duration("lease-check", 100*time.Millisecond, "how often a replica looks for partitions to take over or hand over")
 		memberName      = fs.String("member-name", "", "this replica's name in the members table (default the host name)")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM, how long the batch in progress may take to finish (the partitions are handed over at once)")
-		lanes           = fs.Int("lanes", 0, "transactions each projection may apply at once, for different partitions (0: 4 on PostgreSQL, 1 on SQLite; more than 4 wants pool_max_conns in DATABASE_URL)")
+		lanes           = fs.Int("lanes", 1, "batches each projection may apply at once, in separate transactions over different partitions (default 1; more than 4 wants pool_max_conns in DATABASE_URL)")
 	)
 	fs.Alias("eventstore-url", "EVENTSTORE_URL")
 	if err := fs.Parse(args); err != nil {

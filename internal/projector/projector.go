@@ -223,11 +223,11 @@ func (s *Service) Rebuild(ctx context.Context, name string, cfg projection.Rebui
 func (s *Service) Close() { s.closeDB() }
 
 // PoolConns is the size of the PostgreSQL pool OpenDB opens when url
-// sets no pool_max_conns: a connection per lane of the three runners at
-// the default four lanes (projection.RunnerConfig.Lanes), and four for
-// the lease steps and the HTTP reads. pgxpool's own default, four
-// connections on this kind of machine, made the runners' transactions
-// wait for one another.
+// sets no pool_max_conns: room for the three runners at up to four
+// lanes each (-lanes, projection.RunnerConfig.Lanes), and four
+// connections for the lease steps and the HTTP reads. pgxpool's own
+// default is four connections on a 2-core machine, which the runners,
+// their lease steps and the HTTP reads would queue for.
 const PoolConns = 3*4 + 4
 
 // OpenDB opens the read-model database named by url. It returns a

@@ -41,11 +41,10 @@ func (g *gated) HandleBatch(ctx context.Context, tx projection.Tx, t projection.
 	return g.counts.HandleBatch(ctx, tx, t, events)
 }
 
-// A batch that takes long holds back only its own partitions: with the
-// default lanes on PostgreSQL, the other partitions' events are applied
-// while one partition's handler is stuck, and the stuck one follows once
-// it returns. With one lane (the SQLite default) every partition would
-// wait.
+// A batch that takes long holds back only its own partitions: with
+// several lanes, the other partitions' events are applied while one
+// partition's handler is stuck, and the stuck one follows once it
+// returns. With one lane (the default) every partition would wait.
 func TestLanesApplyPartitionsSeparately(t *testing.T) {
 	b := startBroker(t)
 	db := openPostgres(t)
@@ -53,7 +52,7 @@ func TestLanesApplyPartitionsSeparately(t *testing.T) {
 	stuck := groups[0]
 	g := &gated{counts: newCounts("laned_counts"), stuck: stuck[0].AggregateID,
 		entered: make(chan struct{}), open: make(chan struct{})}
-	r, err := projection.NewRunner(db, g, config(b))
+	r, err := projection.NewRunner(db, g, func() projection.RunnerConfig { c := config(b); c.Lanes = 4; return c }())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,8 +48,15 @@ type RunnerConfig struct {
 	// (update shared rows in a fixed order, as the multi-row upserts of a
 	// sorted batch do), and a deadlock is retried like any failure of the
 	// runner's own work. Each batch in flight holds a pool connection:
-	// size the pool for Lanes per runner plus the readers. Default 4 on
-	// PostgreSQL, 1 on SQLite (one writer at a time).
+	// size the pool for Lanes per runner plus the readers.
+	//
+	// Default 1: one batch at a time, which makes the fewest and largest
+	// transactions. More lanes pay where a round trip to the database is
+	// long and CPU is spare (a remote database, a catch-up after an
+	// outage); on a machine whose CPU the whole pipeline shares they make
+	// more, smaller transactions, and in the runs of DESIGN.md ("Lanes")
+	// 4 lanes made failover and rolling restarts slower, not faster. On
+	// SQLite, where one connection writes at a time, keep 1.
 	Lanes int
 	// BatchWait is how long a partial batch waits for more messages
 	// before it is applied. Default 0: a batch is what has arrived when
@@ -218,12 +225,7 @@ func newRunner(db DB, p Projection, cfg RunnerConfig, needBrokers bool) (*Runner
 	if cfg.BatchSize < 0 || cfg.MaxAttempts < 0 || cfg.BatchWait < 0 || cfg.Lanes < 0 {
 		return nil, fmt.Errorf("projection %s: negative BatchSize, BatchWait, MaxAttempts or Lanes", name)
 	}
-	if cfg.Lanes == 0 {
-		cfg.Lanes = 4
-		if db.Dialect() == SQLite {
-			cfg.Lanes = 1
-		}
-	}
+	setDefault(&cfg.Lanes, 1)
 	setDefault(&cfg.GroupID, name+cfg.TableSuffix)
 	setDefault(&cfg.DeadLetterTopic, name+".dlq")
 	setDefault(&cfg.BatchSize, 500)
