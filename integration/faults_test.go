@@ -282,7 +282,8 @@ func writeSideFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg f
 }
 
 // projectorFaults kills the projectors with SIGKILL in a loop, then
-// restarts them with SIGTERM, timing each from the read model's side.
+// restarts them with SIGTERM, then rolls them new-replica-first (surge),
+// timing each from the read model's side.
 func projectorFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg faultsConfig, counts map[string]int,
 	prober *suite.Prober, pt *projectorTimes) {
 	t.Helper()
@@ -366,6 +367,35 @@ func projectorFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg f
 			for _, q := range p.Projectors {
 				trace(q.Name(), q.Output())
 			}
+		} else {
+			pt.stallMissing++
+		}
+	}
+	// Surge rolls, as deploy/k8s rolls the Deployment (maxSurge 1,
+	// maxUnavailable 0): the new replica starts and joins before the old
+	// one is stopped, so no replica carries every partition alone.
+	for i := range cfg.restarts {
+		k := i % len(p.Projectors)
+		old := p.Projectors[k].Name()
+		at, acked := time.Now(), p.Ledger.Snapshot()
+		ready, err := p.Surge(ctx, k)
+		if err != nil {
+			t.Fatalf("surge roll of %s: %v", old, err)
+		}
+		stopped := time.Since(at)
+		counts["projector surge roll"]++
+		p.ProbeFrom("projector surge roll (to read model)", suite.InReadModel, at, acked)
+		time.Sleep(time.Second) // the others take the stopped replica's share
+		end := time.Now()
+		if d, dk, ok := prober.MaxLatency(at, end, time.Minute); ok {
+			pt.surge = append(pt.surge, d)
+			pt.surgeKafka = append(pt.surgeKafka, dk)
+			t.Logf("projector surge roll %d (%s replaced by %s) at %s: new one ready +%s, old one exited +%s; max stall %s, %s from Kafka (%s)", i, old, p.Projectors[k].Name(),
+				at.UTC().Format("15:04:05.000"), ready.Round(time.Millisecond), stopped.Round(time.Millisecond), d.Round(time.Millisecond), dk.Round(time.Millisecond), prober.Worst(at, end))
+			for _, q := range p.Projectors {
+				trace(q.Name(), q.Output())
+			}
+			trace(p.SpareProjector.Name()+" (stopped)", p.SpareProjector.Output())
 		} else {
 			pt.stallMissing++
 		}
@@ -492,7 +522,7 @@ func verifyFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, con suit
 
 func formatCounts(m map[string]int) string {
 	var parts []string
-	for _, k := range []string{"relay kill -9", "projector kill -9", "projector SIGTERM", "relay SIGSTOP", "projector SIGSTOP", "PostgreSQL restart", "broker restart"} {
+	for _, k := range []string{"relay kill -9", "projector kill -9", "projector SIGTERM", "projector surge roll", "relay SIGSTOP", "projector SIGSTOP", "PostgreSQL restart", "broker restart"} {
 		if m[k] > 0 {
 			parts = append(parts, fmt.Sprintf("%s x%d", k, m[k]))
 		}
@@ -506,11 +536,11 @@ func formatCounts(m map[string]int) string {
 // event written during it took to be visible; and probe latencies before
 // the projector faults, for scale.
 type projectorTimes struct {
-	failover, stall, baseline []time.Duration
+	failover, stall, surge, baseline []time.Duration
 	// The same counted from each probe event's arrival on Kafka: the
 	// projectors' share, without the writer's and the relay's.
-	failoverKafka, stallKafka, baselineKafka []time.Duration
-	failoverMissing, stallMissing            int // faults whose probes never became visible
+	failoverKafka, stallKafka, surgeKafka, baselineKafka []time.Duration
+	failoverMissing, stallMissing                        int // faults whose probes never became visible
 }
 
 func (pt *projectorTimes) lines() []string {
@@ -532,6 +562,11 @@ func (pt *projectorTimes) lines() []string {
 	}
 	if s := sorted(pt.stallKafka); len(s) > 0 {
 		out = append(out, fmt.Sprintf("projector rolling restart, Kafka to read model: max stall %d ms, median of the per-restart maxima %d ms", ms(s[len(s)-1]), ms(s[len(s)/2])))
+	}
+	if s := sorted(pt.surge); len(s) > 0 {
+		sk := sorted(pt.surgeKafka)
+		out = append(out, fmt.Sprintf("projector surge roll (new replica first, as deploy/k8s): max stall %d ms over %d rolls, median of the per-roll maxima %d ms; Kafka to read model: max %d ms",
+			ms(s[len(s)-1]), len(s), ms(s[len(s)/2]), ms(sk[len(sk)-1])))
 	}
 	if b := sorted(pt.baseline); len(b) > 0 {
 		bk := sorted(pt.baselineKafka)

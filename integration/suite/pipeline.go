@@ -37,9 +37,13 @@ type Pipeline struct {
 	Clients    []Writer // one per writer process
 	Relays     []*Service
 	Projectors []*Service
-	Checker    *TopicChecker
-	Ledger     *Ledger
-	Recovery   *Recoveries
+	// SpareProjector is one more projector, not started: a surge roll
+	// (as deploy/k8s rolls with maxSurge 1) starts it before it stops an
+	// old one, and the two then trade places (Surge).
+	SpareProjector *Service
+	Checker        *TopicChecker
+	Ledger         *Ledger
+	Recovery       *Recoveries
 
 	app      *application.Application // the outbox backlog
 	readPool *pgxpool.Pool
@@ -115,6 +119,20 @@ func StartPipeline(ctx context.Context, t testing.TB, env *Env, bins Binaries, n
 			Env: set, Unset: unset,
 		}, a)
 		p.Projectors = append(p.Projectors, start(s, "/healthz"))
+	}
+	{
+		a := addr()
+		s := NewService(fmt.Sprintf("projector-%d", n), proctest.Command{
+			Path: bins.Projector, Args: []string{"-http-addr", a, "-group-prefix", group},
+			Env: set, Unset: unset,
+		}, a)
+		t.Cleanup(func() {
+			s.Close()
+			if t.Failed() && s.Output() != "" {
+				t.Logf("--- %s output ---\n%s", s.name, proctest.Tail(s.Output(), 3000))
+			}
+		})
+		p.SpareProjector = s
 	}
 	p.Checker = NewTopicChecker(readmodel.WorldTopic, Partitions)
 	p.Checker.Start(strings.Split(env.Brokers, ",")[0])
@@ -318,9 +336,33 @@ func Pause(s *Service, d time.Duration) error {
 	return s.Signal(syscall.SIGCONT)
 }
 
-// Services returns every process of the pipeline.
+// Services returns every process of the pipeline (the spare projector
+// too: it may be the running one of a pair after a surge roll).
 func (p *Pipeline) Services() []*Service {
-	return slices.Concat(p.Writers, p.Relays, p.Projectors)
+	return slices.Concat(p.Writers, p.Relays, p.Projectors, []*Service{p.SpareProjector})
+}
+
+// Surge rolls projector i the way a Deployment with maxSurge 1 and
+// maxUnavailable 0 does: it starts the spare, waits until it is ready
+// (joined, caught up; the running replicas hand it its share), then stops
+// projector i with SIGTERM, which hands its partitions to the others.
+// The stopped one becomes the spare. It returns when the old one has
+// exited, with the time the new one took to be ready.
+func (p *Pipeline) Surge(ctx context.Context, i int) (ready time.Duration, err error) {
+	start := time.Now()
+	next, old := p.SpareProjector, p.Projectors[i]
+	if err := next.Start(); err != nil {
+		return 0, err
+	}
+	if err := next.WaitHTTP(ctx, "/readyz", 30*time.Second); err != nil {
+		return 0, err
+	}
+	ready = time.Since(start)
+	if err := old.Terminate(30 * time.Second); err != nil {
+		return ready, fmt.Errorf("%s on SIGTERM: %w", old.Name(), err)
+	}
+	p.Projectors[i], p.SpareProjector = next, old
+	return ready, nil
 }
 
 // Recoveries collects how long the pipeline took to recover, per fault

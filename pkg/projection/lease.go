@@ -381,22 +381,68 @@ WHERE projection = $1 AND topic = $2 AND kafka_partition = $3 AND owner = $4 AND
 	return nil
 }
 
-// assign spreads the partitions over the live members: the i-th
-// partition (in topic, partition order) goes to the (i mod n)-th member
-// (in id order). Every runner computes the same from the same rows, so
-// no coordinator is needed; a runner whose view is momentarily different
-// only delays a hand-over until the next check.
-func assign(parts []partitionKey, members []int64) map[partitionKey]int64 {
-	out := make(map[partitionKey]int64, len(parts))
+// assign spreads the partitions over the live members, topic by topic,
+// and moves as few as it can: each member's quota of a topic is its
+// partition count divided by the number of members (the remainder going
+// to members in id order, rotated per topic), a partition stays with its
+// owner while the owner is alive and within its quota, and the others
+// (free, a dead member's, an owner's beyond its quota) go to the members
+// below their quota, in id order. A member that joins therefore takes
+// only its share, from the members above their new quota, and one that
+// leaves gives only its own partitions away: a surge roll (a replica
+// joins before the old one leaves) moves each partition at most once per
+// step, where dealing the partitions round robin moved most of them at
+// every change of membership. Every runner computes the same from the
+// same rows, so no coordinator is needed; a runner whose view is
+// momentarily different only delays a hand-over until the next check
+// (the acquisition's compare-and-swap keeps two from both taking one).
+func assign(rows map[partitionKey]leaseRow, members []int64) map[partitionKey]int64 {
+	out := make(map[partitionKey]int64, len(rows))
 	if len(members) == 0 {
 		return out
 	}
-	ps := slices.Clone(parts)
-	sortKeys(ps)
 	ms := slices.Clone(members)
 	slices.Sort(ms)
-	for i, k := range ps {
-		out[k] = ms[i%len(ms)]
+	index := make(map[int64]int, len(ms))
+	for i, m := range ms {
+		index[m] = i
+	}
+	byTopic := map[string][]partitionKey{}
+	for k := range rows {
+		byTopic[k.topic] = append(byTopic[k.topic], k)
+	}
+	topics := make([]string, 0, len(byTopic))
+	for t := range byTopic {
+		topics = append(topics, t)
+	}
+	slices.Sort(topics)
+	for t, topic := range topics {
+		ps := byTopic[topic]
+		sortKeys(ps)
+		quota := make([]int, len(ms))
+		for i := range ms {
+			quota[i] = len(ps) / len(ms)
+			if (i-t%len(ms)+len(ms))%len(ms) < len(ps)%len(ms) {
+				quota[i]++
+			}
+		}
+		var rest []partitionKey
+		for _, k := range ps {
+			if i, ok := index[rows[k].owner]; ok && quota[i] > 0 {
+				out[k] = ms[i]
+				quota[i]--
+				continue
+			}
+			rest = append(rest, k)
+		}
+		i := 0
+		for _, k := range rest {
+			for quota[i] == 0 {
+				i = (i + 1) % len(ms)
+			}
+			out[k] = ms[i]
+			quota[i]--
+		}
 	}
 	return out
 }

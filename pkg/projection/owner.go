@@ -161,7 +161,8 @@ func (o *owner) check(ctx context.Context) error {
 	for k := range rows {
 		keys = append(keys, k)
 	}
-	want := assign(keys, members)
+	sortKeys(keys)
+	want := assign(rows, members)
 
 	var handOver []*lease
 	for k, l := range o.held {
