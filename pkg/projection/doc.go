@@ -9,6 +9,8 @@
 // transaction ([DB], [Tx]: [NewPostgres] over pgx, [NewSQLite] over
 // database/sql), together with the tracking table that records, per
 // aggregate, the last version applied, and each partition's next offset.
+// With [RunnerConfig.Lanes] above 1, batches of different partitions are
+// applied concurrently, each partition still in order.
 // Delivery is at least once; tracking makes the effect exactly once:
 //
 //   - a version already applied is a duplicate and is skipped;
