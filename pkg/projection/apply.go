@@ -62,9 +62,9 @@ func (r *Runner) applyTx(ctx context.Context, events []Event, fence []offsetRow)
 // and a second one starts while the first is in flight. A replacement
 // replica's first batches otherwise open their connections and prepare
 // their statements while its partitions wait: on a loaded machine a few
-// round trips each, most of its first commit's delay in the runs of
-// DESIGN.md. The handlers' own statements are prepared by their first
-// batch. Failing, it only logs: the batches open what they need anyway.
+// round trips each (DESIGN.md, "Lanes, warm-up and the assignment,
+// measured", has what it changed and what it did not). The handlers' own
+// statements are prepared by their first batch. Failing, it only logs: the batches open what they need anyway.
 func (r *Runner) warmDB(ctx context.Context) {
 	w, ok := r.db.(warmer)
 	if !ok {

@@ -54,8 +54,9 @@ type RunnerConfig struct {
 	// transactions. More lanes pay where a round trip to the database is
 	// long and CPU is spare (a remote database, a catch-up after an
 	// outage); on a machine whose CPU the whole pipeline shares they make
-	// more, smaller transactions, and in the runs of DESIGN.md ("Lanes")
-	// 4 lanes made failover and rolling restarts slower, not faster. On
+	// more, smaller transactions, and in the runs of DESIGN.md ("Lanes,
+	// warm-up and the assignment, measured") 4 lanes made failover
+	// slower, not faster. On
 	// SQLite, where one connection writes at a time, keep 1.
 	Lanes int
 	// BatchWait is how long a partial batch waits for more messages
