@@ -227,12 +227,15 @@ func (s *WALSource) Backlog(_ context.Context, shard outbox.Shard) (outbox.Backl
 // keeps for it (from restart_lsn), unconfirmed what was written after its
 // confirmed position (what a relay has yet to publish, or to confirm),
 // and limit is max_slot_wal_keep_size in bytes (-1: unlimited), past
-// which PostgreSQL invalidates the slot.
+// which PostgreSQL invalidates the slot. Both count from the WAL insert
+// position: asynchronous commits may still sit in the WAL buffers, where
+// pg_current_wal_lsn (the write position) does not see them yet — which
+// made TestWALSlotLag read 0 unconfirmed bytes after 50 appends once.
 func (s *WALSource) SlotLag(ctx context.Context) (retained, unconfirmed, limit int64, err error) {
 	var r, u *float64
 	var mb int64
-	err = s.o.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8,
-    pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::float8,
+	err = s.o.pool.QueryRow(ctx, `SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), restart_lsn)::float8,
+    pg_wal_lsn_diff(pg_current_wal_insert_lsn(), confirmed_flush_lsn)::float8,
     (SELECT setting::bigint FROM pg_settings WHERE name = 'max_slot_wal_keep_size')
 FROM pg_replication_slots WHERE slot_name = $1`, s.o.slot).Scan(&r, &u, &mb)
 	if err != nil {
