@@ -357,7 +357,12 @@ func projectorFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg f
 		p.ProbeFrom("projector rolling restart (to read model)", suite.InReadModel, at, acked)
 		_ = pr.WaitHTTP(ctx, "/readyz", 30*time.Second)
 		ready := time.Since(at)
-		time.Sleep(time.Second) // the restarted replica takes its share back
+		// The window ends a second after the restarted replica was handed
+		// partitions of each projection (it joins after -join-delay).
+		for _, name := range []string{"worlds", "examples", "event_counts"} {
+			_ = pr.WaitOutput(ctx, `msg="partition acquired" projection=`+name+" ", 1, 30*time.Second)
+		}
+		time.Sleep(time.Second)
 		end := time.Now()
 		if d, dk, ok := prober.MaxLatency(at, end, time.Minute); ok {
 			pt.stall = append(pt.stall, d)

@@ -68,7 +68,8 @@ type config struct {
 	Kafka       kafkaenv.Config
 	GroupPrefix string
 	HTTPAddr    string
-	// Leases: LeaseTTL, LeaseCheck, MemberName, ShutdownTimeout, Lanes.
+	// Leases: LeaseTTL, LeaseCheck, MemberName, ShutdownTimeout, Lanes,
+	// JoinDelay.
 	Leases projection.RunnerConfig
 	Logger *slog.Logger
 	// Listening, when set, receives the HTTP server's bound address.
@@ -134,6 +135,7 @@ func parseConfig(args []string, getenv func(string) string, stdout, logOut io.Wr
 		leaseCheck      = fs.Duration("lease-check", 100*time.Millisecond, "how often a replica looks for partitions to take over or hand over")
 		memberName      = fs.String("member-name", "", "this replica's name in the members table (default the host name)")
 		shutdownTimeout = fs.Duration("shutdown-timeout", 10*time.Second, "on SIGTERM, how long the batch in progress may take to finish (the partitions are handed over at once)")
+		joinDelay       = fs.Duration("join-delay", time.Second, "when other replicas are running, how long a starting replica waits before it joins and is handed its share (0: at once)")
 		lanes           = fs.Int("lanes", 1, "batches each projection may apply at once, in separate transactions over different partitions (default 1; more than 4 wants pool_max_conns in DATABASE_URL)")
 	)
 	fs.Alias("eventstore-url", "EVENTSTORE_URL")
@@ -152,7 +154,7 @@ func parseConfig(args []string, getenv func(string) string, stdout, logOut io.Wr
 		Logger:      fs.Logger(logOut),
 		Leases: projection.RunnerConfig{
 			LeaseTTL: *leaseTTL, LeaseCheck: *leaseCheck, MemberName: *memberName, ShutdownTimeout: *shutdownTimeout,
-			Lanes: *lanes,
+			Lanes: *lanes, JoinDelay: *joinDelay,
 		},
 
 		Redrive: *redrive, RedriveFromBeginning: *fromBeginning,

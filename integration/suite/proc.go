@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -177,6 +178,23 @@ func (s *Service) WaitHTTP(ctx context.Context, path string, timeout time.Durati
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s: GET %s not 200 within %s: %v\n%s", s.name, path, timeout, last, proctest.Tail(s.Output(), 2000))
+}
+
+// WaitOutput waits until the running incarnation has printed substr at
+// least n times.
+func (s *Service) WaitOutput(ctx context.Context, substr string, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for strings.Count(s.Output(), substr) < n {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %q printed fewer than %d times within %s\n%s", s.name, substr, n, timeout, proctest.Tail(s.Output(), 2000))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 func freePort() (int, error) {

@@ -41,7 +41,7 @@ type Config struct {
 	GroupPrefix string
 	// Leases configures partition ownership and the apply loops: the
 	// projection.RunnerConfig fields LeaseTTL, LeaseCheck,
-	// HeartbeatInterval, MemberName, ShutdownTimeout and Lanes are taken
+	// HeartbeatInterval, MemberName, ShutdownTimeout, Lanes and JoinDelay are taken
 	// from it (zero fields: the runner's defaults); its other fields are
 	// ignored.
 	Leases projection.RunnerConfig
@@ -104,6 +104,7 @@ func Open(ctx context.Context, cfg Config) (*Service, error) {
 			MemberName:        cfg.Leases.MemberName,
 			ShutdownTimeout:   cfg.Leases.ShutdownTimeout,
 			Lanes:             cfg.Leases.Lanes,
+			JoinDelay:         cfg.Leases.JoinDelay,
 		}
 		var hooks []projection.Hooks
 		if cfg.Hooks != nil {

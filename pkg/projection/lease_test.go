@@ -1,8 +1,12 @@
 package projection_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,4 +163,98 @@ func TestHeartbeatsRenewMembership(t *testing.T) {
 			eventually(t, "a later heartbeat", 10*time.Second, func() bool { return seen() > first })
 		})
 	}
+}
+
+// A runner started with a JoinDelay while another member is alive waits
+// outside the membership (the other applies every partition), and joins
+// as soon as it is alone: with a delay of an hour, stopping the only
+// other member hands it every partition, and it goes on from the
+// offsets that member committed.
+func TestJoinDelayWaitsWhileOthersApply(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			t.Parallel()
+			b := startBroker(t)
+			w := newWriter(t, b.Addr())
+			db := be.open(t)
+			p := newCounts("delayed_counts")
+			cfg := config(b)
+			cfg.LeaseTTL = time.Second
+			ra, err := projection.NewRunner(db, p, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopA := run(t, ra)
+			eventually(t, "the first runner holding every partition", 30*time.Second, func() bool {
+				return ra.Status().Leases == 8
+			})
+
+			var logs syncBuffer
+			cfgB := cfg
+			cfgB.JoinDelay = time.Hour
+			cfgB.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			rb, err := projection.NewRunner(db, p, cfgB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stopB := run(t, rb)
+			eventually(t, "the second runner waiting to join", 30*time.Second, func() bool {
+				return strings.Contains(logs.String(), "joining after the join delay")
+			})
+			first := worldEvents(t, 20, 3)
+			produce(t, w, messages(t, flatten(first)))
+			waitAll(t, ra, first)
+			if n := members(t, db, "delayed_counts"); n != 1 || rb.Status().Leases != 0 {
+				t.Fatalf("%d members, the delayed runner holding %d partitions; want 1 member, 0 partitions", n, rb.Status().Leases)
+			}
+
+			if err := stopA(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			eventually(t, "the delayed runner, now alone, holding every partition", 30*time.Second, func() bool {
+				return rb.Status().Leases == 8
+			})
+			second := worldEvents(t, 20, 3)
+			produce(t, w, messages(t, flatten(second)))
+			waitAll(t, rb, second)
+			if err := stopB(); err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			a, bs := ra.Status(), rb.Status()
+			if a.Applied != 60 || bs.Applied != 60 || a.Duplicates+bs.Duplicates != 0 {
+				t.Fatalf("applied %d and %d, duplicates %d+%d; want 60 each, no duplicate", a.Applied, bs.Applied, a.Duplicates, bs.Duplicates)
+			}
+		})
+	}
+}
+
+// members counts the rows of projection name in the members table.
+func members(t testing.TB, db projection.DB, name string) int {
+	t.Helper()
+	ctx := context.Background()
+	var n int
+	if err := db.InTx(ctx, func(tx projection.Tx) error {
+		return tx.QueryRow(ctx, `SELECT count(*) FROM `+projection.MembersTable+` WHERE projection = $1`, name).Scan(&n)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -47,6 +47,7 @@ func (o *owner) manage(ctx context.Context) {
 	if err := o.discover(ctx); err != nil && ctx.Err() == nil {
 		r.log.Warn("partition discovery", "error", err)
 	}
+	o.settle(ctx)
 	for {
 		if o.lost == nil {
 			if err := o.join(ctx); err != nil && ctx.Err() == nil {
@@ -110,6 +111,34 @@ func (o *owner) discover(ctx context.Context) error {
 		r.log.Warn("forget dead members", "error", err)
 	}
 	return nil
+}
+
+// settle delays the first join by up to JoinDelay while other members
+// are alive: they apply every partition meanwhile, so the new process
+// finishes starting (its other runners too) before partitions wait on
+// its first batches. It joins at once when no other member is alive, at
+// the start or later in the delay (the last one stopped): then no one
+// else would apply them. A member that lost its session rejoins without
+// it; that process is warm.
+func (o *owner) settle(ctx context.Context) {
+	r := o.r
+	if r.cfg.JoinDelay <= 0 {
+		return
+	}
+	deadline := time.Now().Add(r.cfg.JoinDelay)
+	for first := true; ; first = false {
+		_, alive, err := r.readLeases(ctx)
+		if err != nil || len(alive) == 0 {
+			return
+		}
+		if first {
+			r.log.Info("other members alive; joining after the join delay", "members", len(alive), "join_delay", r.cfg.JoinDelay)
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 || !sleep(ctx, min(wait, r.cfg.LeaseCheck)) {
+			return
+		}
+	}
 }
 
 // join registers as a new member.

@@ -111,6 +111,14 @@ type RunnerConfig struct {
 	// HeartbeatInterval is how often the runner renews its membership;
 	// it must be shorter than LeaseTTL. Default LeaseTTL/4.
 	HeartbeatInterval time.Duration
+	// JoinDelay is how long a starting runner waits before it joins when
+	// other members are alive (they keep applying every partition
+	// meanwhile); a runner that finds no live member joins at once.
+	// Joined, it is handed its share at once. The delay lets a new process
+	// finish starting before partitions depend on it: on a machine without
+	// spare CPU a replacement's first batches otherwise wait for its own
+	// start (DESIGN.md, "Joining after a delay"). Default 0: join at once.
+	JoinDelay time.Duration
 	// DiscoverInterval is how often the topics' partitions are listed
 	// again (new partitions, topics created later; every 2s while a topic
 	// is missing). Default 10s.
