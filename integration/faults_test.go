@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -349,7 +350,8 @@ func projectorFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg f
 			t.Errorf("%s on SIGTERM: %v", pr.Name(), err)
 		}
 		exited := time.Since(at)
-		trace(pr.Name()+" (stopped)", pr.Output())
+		stopped := suite.Incarnation{Name: pr.Name(), Output: pr.Output()}
+		trace(pr.Name()+" (stopped)", stopped.Output)
 		if err := pr.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -367,8 +369,11 @@ func projectorFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg f
 		if d, dk, ok := prober.MaxLatency(at, end, time.Minute); ok {
 			pt.stall = append(pt.stall, d)
 			pt.stallKafka = append(pt.stallKafka, dk)
-			t.Logf("projector rolling restart %d (%s) at %s: exited +%s, restarted one ready +%s; max stall %s, %s from Kafka (%s)", i, pr.Name(), at.UTC().Format("15:04:05.000"),
-				exited.Round(time.Millisecond), ready.Round(time.Millisecond), d.Round(time.Millisecond), dk.Round(time.Millisecond), prober.Worst(at, end))
+			hs := suite.HandOvers(&stopped, at, incarnations(p.Projectors), at, end)
+			pt.handOvers = append(pt.handOvers, hs...)
+			t.Logf("projector rolling restart %d (%s) at %s: exited +%s, restarted one ready +%s; max stall %s, %s from Kafka (%s); %s",
+				i, pr.Name(), at.UTC().Format("15:04:05.000"), exited.Round(time.Millisecond), ready.Round(time.Millisecond),
+				d.Round(time.Millisecond), dk.Round(time.Millisecond), prober.Worst(at, end), longestHandOver(hs))
 			for _, q := range p.Projectors {
 				trace(q.Name(), q.Output())
 			}
@@ -397,8 +402,13 @@ func projectorFaults(t *testing.T, ctx context.Context, p *suite.Pipeline, cfg f
 		if d, dk, ok := prober.MaxLatency(at, end, time.Minute); ok {
 			pt.surge = append(pt.surge, d)
 			pt.surgeKafka = append(pt.surgeKafka, dk)
-			t.Logf("projector surge roll %d (%s replaced by %s) at %s: new one ready +%s, old one exited +%s; max stall %s, %s from Kafka (%s)", i, old, p.Projectors[k].Name(),
-				at.UTC().Format("15:04:05.000"), ready.Round(time.Millisecond), stopped.Round(time.Millisecond), d.Round(time.Millisecond), dk.Round(time.Millisecond), prober.Worst(at, end))
+			// SIGTERM went to the old one as soon as the new one was ready.
+			inc := suite.Incarnation{Name: p.SpareProjector.Name(), Output: p.SpareProjector.Output()}
+			hs := suite.HandOvers(&inc, at.Add(ready), incarnations(p.Projectors), at, end)
+			pt.surgeHandOvers = append(pt.surgeHandOvers, hs...)
+			t.Logf("projector surge roll %d (%s replaced by %s) at %s: new one ready +%s, old one exited +%s; max stall %s, %s from Kafka (%s); %s",
+				i, old, p.Projectors[k].Name(), at.UTC().Format("15:04:05.000"), ready.Round(time.Millisecond), stopped.Round(time.Millisecond),
+				d.Round(time.Millisecond), dk.Round(time.Millisecond), prober.Worst(at, end), longestHandOver(hs))
 			for _, q := range p.Projectors {
 				trace(q.Name(), q.Output())
 			}
@@ -548,6 +558,47 @@ type projectorTimes struct {
 	// projectors' share, without the writer's and the relay's.
 	failoverKafka, stallKafka, surgeKafka, baselineKafka []time.Duration
 	failoverMissing, stallMissing                        int // faults whose probes never became visible
+	// The partitions' hand-overs in the rolling restarts and the surge
+	// rolls, timed from the projectors' log lines (suite.HandOvers): how
+	// long no runner applied the partition.
+	handOvers, surgeHandOvers []suite.HandOver
+}
+
+// incarnations returns what the running projectors printed so far.
+func incarnations(ps []*suite.Service) []suite.Incarnation {
+	out := make([]suite.Incarnation, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, suite.Incarnation{Name: p.Name(), Output: p.Output()})
+	}
+	return out
+}
+
+// longestHandOver describes the longest of hs for a fault's log line.
+func longestHandOver(hs []suite.HandOver) string {
+	if len(hs) == 0 {
+		return "no partition changed hands"
+	}
+	worst := slices.MaxFunc(hs, func(a, b suite.HandOver) int { return cmp.Compare(a.Gap, b.Gap) })
+	return fmt.Sprintf("%d partitions changed hands, the longest without a runner applying it: %s", len(hs), worst)
+}
+
+// handOverLine summarises hand-overs for the summary.
+func handOverLine(kind string, hs []suite.HandOver) string {
+	gaps := make([]time.Duration, 0, len(hs))
+	open := 0
+	for _, h := range hs {
+		gaps = append(gaps, h.Gap)
+		if h.Open {
+			open++
+		}
+	}
+	slices.Sort(gaps)
+	line := fmt.Sprintf("%s: max hand-over gap %d ms over %d hand-overs, median %d ms (a partition with no runner applying it: from its owner stopping to the next owner's first commit)",
+		kind, gaps[len(gaps)-1].Milliseconds(), len(gaps), gaps[len(gaps)/2].Milliseconds())
+	if open > 0 {
+		line += fmt.Sprintf("; %d not applied by another runner before the window ended (counted to the last log line)", open)
+	}
+	return line
 }
 
 func (pt *projectorTimes) lines() []string {
@@ -574,6 +625,12 @@ func (pt *projectorTimes) lines() []string {
 		sk := sorted(pt.surgeKafka)
 		out = append(out, fmt.Sprintf("projector surge roll (new replica first, as deploy/k8s): max stall %d ms over %d rolls, median of the per-roll maxima %d ms; Kafka to read model: max %d ms",
 			ms(s[len(s)-1]), len(s), ms(s[len(s)/2]), ms(sk[len(sk)-1])))
+	}
+	if len(pt.handOvers) > 0 {
+		out = append(out, handOverLine("projector rolling restart", pt.handOvers))
+	}
+	if len(pt.surgeHandOvers) > 0 {
+		out = append(out, handOverLine("projector surge roll", pt.surgeHandOvers))
 	}
 	if b := sorted(pt.baseline); len(b) > 0 {
 		bk := sorted(pt.baselineKafka)

@@ -135,7 +135,7 @@ func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 	k := l.key
 	offset := l.start
 	backoff := r.cfg.RetryBackoff
-	began, first := time.Now(), true
+	began, first, checked := time.Now(), true, false
 	failed := false // Ready is false until a fetch succeeds again
 	cluster := r.fetch.clusterID(ctx, r.fetch.client())
 	fail := func(c *kafka.Client, op string, err error) {
@@ -168,6 +168,7 @@ func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 			}
 			offset = o
 		}
+		sent := time.Now()
 		res, err := c.Fetch(ctx, &kafka.FetchRequest{
 			Topic: k.topic, Partition: k.partition, Offset: offset,
 			MinBytes: 1, MaxBytes: 16 << 20, MaxWait: fetchWait,
@@ -191,6 +192,16 @@ func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 		if failed {
 			r.setReaderTrouble(false)
 			failed = false
+		}
+		if !checked {
+			checked = true
+			if first && offset >= res.HighWatermark {
+				// Nothing was waiting when the fetch was sent: the takeover
+				// is complete without a message to apply. fetch_waited is
+				// how long ago that was (the fetch waits for a message).
+				r.log.Info("partition caught up", "topic", k.topic, "partition", k.partition,
+					"offset", offset, "fetch_waited", time.Since(sent).Round(time.Millisecond).String())
+			}
 		}
 		for {
 			m, err := nextMessage(res, k)

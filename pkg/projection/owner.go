@@ -220,6 +220,7 @@ func (o *owner) check(ctx context.Context) error {
 		}
 	}
 	if len(handOver) > 0 {
+		began := time.Now()
 		for _, l := range handOver {
 			o.drop(l) // the release does not wait for the readers to close
 		}
@@ -248,7 +249,10 @@ func (o *owner) check(ctx context.Context) error {
 			return err
 		}
 		for _, l := range handOver {
-			r.log.Info("partition handed over", "topic", l.key.topic, "partition", l.key.partition, "generation", l.gen)
+			// took: from when this runner stopped applying the partition
+			// to the release's commit.
+			r.log.Info("partition handed over", "topic", l.key.topic, "partition", l.key.partition, "generation", l.gen,
+				"took", time.Since(began).Round(time.Millisecond).String())
 		}
 	}
 	var free []leaseRow
