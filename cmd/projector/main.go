@@ -14,8 +14,11 @@
 // take or hand over, default 100ms), -member-name (default the host
 // name), -shutdown-timeout (how long the batch in progress may take to
 // finish after SIGTERM, default 10s; the partitions are handed over at
-// once) and -lanes (batches each projection may apply at once, over
-// different partitions; default 1). The
+// once), -lanes (batches each projection may apply at once, over
+// different partitions; default 1) and -join-delay (when other replicas
+// are running, how long a starting one waits before it joins and is
+// handed its share, so that it has finished starting; default 1s, 0
+// joins at once; a replica that finds no other joins at once). The
 // replicas share each projection's partitions through lease rows in the
 // read-model database (pkg/projection DESIGN.md, "Partition leases"): a
 // killed replica's partitions are taken over within about a LeaseCheck,
