@@ -46,8 +46,9 @@ func (h HandOver) String() string {
 // SIGTERM at stopAt (the window starting at the signal: conservative, the
 // release follows it by a few milliseconds). Each ends at the first
 // "partition applying" line of the partition (a runner's first commit
-// after acquiring it) that another incarnation printed after the window
-// started, or at its first "partition caught up" line (the next owner's
+// after acquiring it) printed after the window started, by any
+// incarnation (a runner that handed a partition over may get it back at
+// its next check, when the member it went to is leaving too), or at its first "partition caught up" line (the next owner's
 // first fetch found nothing to apply: the window ends when that fetch was
 // sent). Stopped may be nil (no process was stopped). The result is in
 // the order the windows started.
@@ -74,17 +75,17 @@ func HandOvers(stopped *Incarnation, stopAt time.Time, running []Incarnation, fr
 
 	type start struct {
 		key  leaseKey
-		src  int
 		from string
 		at   time.Time
+		skip int // the source that cannot close it (the stopped one), or -1
 	}
 	var starts []start
 	if stopped != nil {
 		for _, k := range heldAtEnd(all[0].lines) {
-			starts = append(starts, start{k, 0, stopped.Name, stopAt})
+			starts = append(starts, start{k, stopped.Name, stopAt, 0})
 		}
 	}
-	for i, s := range all {
+	for _, s := range all {
 		for _, l := range s.lines {
 			if l.msg != "partition handed over" {
 				continue
@@ -93,7 +94,7 @@ func HandOvers(stopped *Incarnation, stopAt time.Time, running []Incarnation, fr
 			if at.Before(from) || at.After(to) {
 				continue
 			}
-			starts = append(starts, start{l.key, i, s.name, at})
+			starts = append(starts, start{l.key, s.name, at, -1})
 		}
 	}
 	slices.SortStableFunc(starts, func(a, b start) int { return a.at.Compare(b.at) })
@@ -103,7 +104,7 @@ func HandOvers(stopped *Incarnation, stopAt time.Time, running []Incarnation, fr
 		h := HandOver{Projection: st.key.projection, Topic: st.key.topic, Partition: st.key.partition, From: st.from, Stopped: st.at, Open: true}
 		var first time.Time
 		for i, s := range all {
-			if i == st.src {
+			if i == st.skip {
 				continue
 			}
 			for _, l := range s.lines {

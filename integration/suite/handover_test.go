@@ -68,6 +68,17 @@ func TestHandOversTimesEachWindow(t *testing.T) {
 		}
 	}
 
+	// A runner that hands a partition over and gets it back (the member
+	// it went to left too) closes the window itself.
+	back := Incarnation{Name: "projector-1", Output: lines(
+		`time=2026-12-03T10:00:05.100Z level=INFO msg="partition handed over" projection=worlds topic=esflow.World partition=7 generation=38 took=80ms`,
+		`time=2026-12-03T10:00:05.120Z level=INFO msg="partition acquired" projection=worlds topic=esflow.World partition=7 generation=39 offset=3400`,
+		`time=2026-12-03T10:00:05.160Z level=INFO msg="partition applying" projection=worlds topic=esflow.World partition=7 offset=3400 first_commit_after=40ms`,
+	)}
+	if hs := HandOvers(nil, time.Time{}, []Incarnation{back}, at("05.000"), at("06.000")); len(hs) != 1 || hs[0].Open || hs[0].Gap != 140*time.Millisecond {
+		t.Errorf("hand-over taken back: %v, want one closed in 140ms", hs)
+	}
+
 	// Partition 2's earlier hand-over is outside the window; inside one
 	// that covers it, it is timed from when projector-0 stopped applying it.
 	early := HandOvers(nil, time.Time{}, []Incarnation{stopped, survivor}, at("00.500"), at("01.500"))
