@@ -214,6 +214,12 @@ func TestJoinDelayWaitsWhileOthersApply(t *testing.T) {
 			eventually(t, "the delayed runner, now alone, holding every partition", 30*time.Second, func() bool {
 				return rb.Status().Leases == 8
 			})
+			// The first runner applied everything: each partition's first
+			// fetch finds nothing waiting, and says so (the fault suite's
+			// hand-over measure ends a window there).
+			eventually(t, "every partition caught up", 30*time.Second, func() bool {
+				return strings.Count(logs.String(), `msg="partition caught up"`) == 8
+			})
 			second := worldEvents(t, 20, 3)
 			produce(t, w, messages(t, flatten(second)))
 			waitAll(t, rb, second)
