@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -74,11 +75,11 @@ func TestProcessPausedOwnerIsFenced(t *testing.T) {
 	if err := s.app.Save(ctx, w); err != nil {
 		t.Fatal(err)
 	}
-	proctest.Eventually(t, 30*time.Second, 5*time.Millisecond, "owner-a's transaction waiting for the held row", func() (bool, string) {
-		var n int
-		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
-		return err == nil && n > 0, fmt.Sprintf("%d waiting, %v", n, err)
-	})
+	// Wait for the session blocked by this very lock: any lock wait in the
+	// database (a lease statement behind a commit, say) would freeze the
+	// owner elsewhere, and then nothing would hold the row after the
+	// rollback below.
+	frozenPID := waitBlockedBy(t, pool, hold.PgConn().PID(), "owner-a's transaction waiting for the held row")
 	if err := a.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -108,11 +109,7 @@ func TestProcessPausedOwnerIsFenced(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	proctest.Eventually(t, 30*time.Second, 5*time.Millisecond, "owner-b's transaction waiting behind the frozen one", func() (bool, string) {
-		var n int
-		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
-		return err == nil && n > 0, fmt.Sprintf("%d waiting, %v", n, err)
-	})
+	waitBlockedBy(t, pool, frozenPID, "owner-b's transaction waiting behind the frozen one")
 	if err := a.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +130,41 @@ func TestProcessPausedOwnerIsFenced(t *testing.T) {
 	s.converge(want, 60*time.Second, a, b)
 	t.Logf("owner-a frozen mid-transaction; owner-b held every worlds partition %s later; owner-a's resumed transaction was refused; %d events, read model exact",
 		tookOver.Round(time.Millisecond), want.Events)
+}
+
+// waitBlockedBy waits until a session of the read model's database is
+// blocked by the session with process id pid and returns that session's
+// process id. On timeout the failure lists every session that is not
+// idle, with what it waits for and its statement.
+func waitBlockedBy(t *testing.T, pool *pgxpool.Pool, pid uint32, what string) uint32 {
+	t.Helper()
+	ctx := context.Background()
+	var blocked uint32
+	proctest.Eventually(t, 30*time.Second, 5*time.Millisecond, what, func() (bool, string) {
+		err := pool.QueryRow(ctx, `SELECT pid FROM pg_stat_activity
+WHERE datname = current_database() AND $1::int = ANY(pg_blocking_pids(pid)) LIMIT 1`, int32(pid)).Scan(&blocked)
+		if err == nil {
+			return true, ""
+		}
+		return false, fmt.Sprintf("nothing blocked by pid %d (%v); sessions:\n%s", pid, err, activity(ctx, pool))
+	})
+	return blocked
+}
+
+// activity describes the read model database's sessions that are not
+// idle: pid, state, wait event, blockers and the start of the statement.
+func activity(ctx context.Context, pool *pgxpool.Pool) string {
+	rows, err := pool.Query(ctx, `SELECT format('pid %s %s wait=%s/%s blocked_by=%s: %s', pid, state,
+	coalesce(wait_event_type, '-'), coalesce(wait_event, '-'), pg_blocking_pids(pid), left(query, 120))
+FROM pg_stat_activity WHERE datname = current_database() AND state <> 'idle' AND pid <> pg_backend_pid()`)
+	if err != nil {
+		return err.Error()
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err.Error()
+	}
+	return strings.Join(lines, "\n")
 }
 
 // waitWorld waits until the projector at url serves the world at version.
