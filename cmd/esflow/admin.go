@@ -423,9 +423,9 @@ func projectionStatus(fs *cli.FlagSet) func(context.Context, *adminEnv) error {
 			}
 		}
 		if len(st.Partitions) > 0 {
-			fmt.Fprintln(tw, "TOPIC\tPARTITION\tOWNER\tGENERATION\tNEXT OFFSET")
+			fmt.Fprintln(tw, "TOPIC\tPARTITION\tOWNER\tGENERATION\tNEXT OFFSET\tCLUSTER")
 			for _, p := range st.Partitions {
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", p.Topic, p.Partition, p.Owner, p.Generation, p.NextOffset)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", p.Topic, p.Partition, p.Owner, p.Generation, p.NextOffset, p.Cluster)
 			}
 		}
 		for _, g := range st.Gaps {

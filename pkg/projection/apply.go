@@ -256,6 +256,9 @@ type item struct {
 	m     kafka.Message
 	build func() (kafka.Message, error) // nil: m is the message
 	lease *lease                        // the partition lease it was read under; nil outside Run
+	// cluster is the id of the Kafka cluster m was fetched from ("": not
+	// known), stored with the partition's offset.
+	cluster string
 }
 
 // dropped reports whether the item's partition lease is gone: its

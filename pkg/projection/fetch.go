@@ -130,7 +130,14 @@ func (f *fetcher) firstOffset(ctx context.Context, c *kafka.Client, k partitionK
 // other than the one the loop started with, since the new log may
 // already have grown past the offset by the time the loop reconnects
 // (pkg/broker starts a new cluster id each time; a Kafka cluster keeps
-// its id).
+// its id). For the same reason a stored offset read from another cluster
+// than the one the loop starts on (a projector restarted with the
+// embedded broker, a move to a new Kafka cluster) is not used: the loop
+// reads from the first offset, and tracking skips what was applied. Each
+// message carries the cluster id it came from, and the transaction that
+// applies it stores the id with the offset; with the id unknown (the
+// broker did not say) the stored offset is trusted, as before the id
+// was stored.
 func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 	k := l.key
 	offset := l.start
@@ -138,6 +145,9 @@ func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 	began, first, checked := time.Now(), true, false
 	failed := false // Ready is false until a fetch succeeds again
 	cluster := r.fetch.clusterID(ctx, r.fetch.client())
+	// stored is the cluster l.start was read from, until it has been
+	// compared with the one the loop talks to.
+	stored := l.cluster
 	fail := func(c *kafka.Client, op string, err error) {
 		r.setReaderTrouble(true)
 		failed = true
@@ -149,6 +159,17 @@ func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 	}
 	for ctx.Err() == nil {
 		c := r.fetch.client()
+		if cluster == "" && failed {
+			cluster = r.fetch.clusterID(ctx, c) // the broker was not answering at the start
+		}
+		if stored != "" && cluster != "" {
+			if stored != cluster && offset >= 0 {
+				r.log.Warn("the stored offset is of another Kafka cluster; reading the partition from its first offset",
+					"topic", k.topic, "partition", k.partition, "offset", offset, "stored_cluster", stored, "cluster", cluster)
+				offset = kafka.FirstOffset
+			}
+			stored = ""
+		}
 		if failed && cluster != "" {
 			switch id := r.fetch.clusterID(ctx, c); {
 			case id == "":
@@ -229,7 +250,7 @@ func (r *Runner) readPartition(ctx context.Context, l *lease, out chan<- item) {
 			r.lastFetch = time.Now()
 			r.pending++
 			r.mu.Unlock()
-			it := item{m: m, lease: l}
+			it := item{m: m, lease: l, cluster: cluster}
 			it.e, it.bad = decodeMessage(m, r.cfg.Mapper)
 			select {
 			case out <- it:

@@ -28,6 +28,9 @@ type lease struct {
 	key   partitionKey
 	gen   int64
 	start int64 // offset the reader started at (kafka.FirstOffset: none stored)
+	// cluster is the id of the Kafka cluster start was read from, as
+	// stored with it ("": not known).
+	cluster string
 	// acquired is when the lease was taken; applied is set by the first
 	// commit that applied a message of it (logged: a takeover's length).
 	acquired time.Time
@@ -45,15 +48,17 @@ type leaseRow struct {
 	owner      int64 // 0: free
 	generation int64
 	nextOffset int64
+	clusterID  string // the cluster nextOffset is of ("": not known)
 }
 
 // offsetRow is what an applying transaction writes to LeasesTable: the
 // partition's next offset, under the condition that the lease is still
 // held at gen.
 type offsetRow struct {
-	key  partitionKey
-	gen  int64
-	next int64
+	key     partitionKey
+	gen     int64
+	next    int64
+	cluster string // the cluster the messages came from ("": not known)
 }
 
 // nowMillis is the database clock in Unix milliseconds: heartbeats and
@@ -301,14 +306,14 @@ func (r *Runner) acquire(ctx context.Context, member int64, rows []leaseRow) ([]
 )
 UPDATE `+LeasesTable+` l SET owner = $1, generation = l.generation + 1
 FROM won WHERE l.projection = $2 AND l.topic = won.topic AND l.kafka_partition = won.kafka_partition
-RETURNING l.topic, l.kafka_partition, l.generation, l.next_offset`, member, r.tracking, topics, parts, gens)
+RETURNING l.topic, l.kafka_partition, l.generation, l.next_offset, l.cluster_id`, member, r.tracking, topics, parts, gens)
 			if err != nil {
 				return err
 			}
 			defer res.Close()
 			for res.Next() {
 				l := leaseRow{owner: member}
-				if err := res.Scan(&l.key.topic, &l.key.partition, &l.generation, &l.nextOffset); err != nil {
+				if err := res.Scan(&l.key.topic, &l.key.partition, &l.generation, &l.nextOffset, &l.clusterID); err != nil {
 					return err
 				}
 				got = append(got, l)
@@ -319,7 +324,7 @@ RETURNING l.topic, l.kafka_partition, l.generation, l.next_offset`, member, r.tr
 			l := leaseRow{key: row.key, owner: member}
 			err := tx.QueryRow(ctx, `UPDATE `+LeasesTable+` SET owner = $1, generation = generation + 1
 WHERE projection = $2 AND topic = $3 AND kafka_partition = $4 AND generation = $5
-RETURNING generation, next_offset`, member, r.tracking, row.key.topic, row.key.partition, row.generation).Scan(&l.generation, &l.nextOffset)
+RETURNING generation, next_offset, cluster_id`, member, r.tracking, row.key.topic, row.key.partition, row.generation).Scan(&l.generation, &l.nextOffset, &l.clusterID)
 			if isNoRows(err) {
 				continue
 			}

@@ -280,7 +280,7 @@ func (o *owner) check(ctx context.Context) error {
 		if from < 0 {
 			from = initial[a.key]
 		}
-		o.start(ctx, a.key, a.generation, from)
+		o.start(ctx, a, from)
 	}
 	r.mu.Lock()
 	r.leasesChecked, r.leaseFailing = true, false
@@ -289,12 +289,12 @@ func (o *owner) check(ctx context.Context) error {
 	return nil
 }
 
-// start begins applying a partition just acquired at gen, from offset
-// from.
-func (o *owner) start(ctx context.Context, k partitionKey, gen, from int64) {
+// start begins applying a partition just acquired (a), from offset from.
+func (o *owner) start(ctx context.Context, a leaseRow, from int64) {
 	r := o.r
 	rctx, cancel := context.WithCancel(ctx)
-	l := &lease{key: k, gen: gen, start: from, acquired: time.Now(), cancel: cancel, done: make(chan struct{})}
+	k, gen := a.key, a.generation
+	l := &lease{key: k, gen: gen, start: from, cluster: a.clusterID, acquired: time.Now(), cancel: cancel, done: make(chan struct{})}
 	o.held[k] = l
 	r.log.Info("partition acquired", "topic", k.topic, "partition", k.partition, "generation", gen, "offset", from)
 	go func() {
@@ -398,8 +398,10 @@ func (r *Runner) initialOffsets(ctx context.Context, keys []partitionKey) map[pa
 }
 
 // fenceFor returns, per leased partition of items, the offset after the
-// last of them: what the transaction applying items writes, conditional
-// on the lease's generation.
+// last of them and the cluster it was read from: what the transaction
+// applying items writes, conditional on the lease's generation. A
+// partition's items come in fetch order, so after a broker that lost its
+// log (a new cluster, smaller offsets) the later item wins.
 func fenceFor(items []item) []offsetRow {
 	var out []offsetRow
 	at := map[*lease]int{}
@@ -408,11 +410,13 @@ func fenceFor(items []item) []offsetRow {
 			continue
 		}
 		if i, ok := at[it.lease]; ok {
-			out[i].next = max(out[i].next, it.m.Offset+1)
+			if it.cluster != out[i].cluster || it.m.Offset+1 > out[i].next {
+				out[i].next, out[i].cluster = it.m.Offset+1, it.cluster
+			}
 			continue
 		}
 		at[it.lease] = len(out)
-		out = append(out, offsetRow{key: it.lease.key, gen: it.lease.gen, next: it.m.Offset + 1})
+		out = append(out, offsetRow{key: it.lease.key, gen: it.lease.gen, next: it.m.Offset + 1, cluster: it.cluster})
 	}
 	return out
 }

@@ -41,6 +41,10 @@ type PartitionLease struct {
 	// NextOffset is the next offset to apply (-1: nothing applied through
 	// a lease yet).
 	NextOffset int64
+	// Cluster is the id of the Kafka cluster NextOffset is a position in
+	// ("": not known). A runner that finds another cluster reads the
+	// partition from its first offset.
+	Cluster string
 }
 
 // ReadStatus reads the stored state of the projection named projection
@@ -73,7 +77,7 @@ WHERE projection = $1 ORDER BY member`, projection)
 		return fail("members", err)
 	}
 	err = db.InTx(ctx, func(tx Tx) error {
-		rows, err := tx.Query(ctx, `SELECT topic, kafka_partition, COALESCE(owner, 0), generation, next_offset FROM `+LeasesTable+`
+		rows, err := tx.Query(ctx, `SELECT topic, kafka_partition, COALESCE(owner, 0), generation, next_offset, cluster_id FROM `+LeasesTable+`
 WHERE projection = $1 ORDER BY topic, kafka_partition`, projection)
 		if err != nil {
 			return err
@@ -81,7 +85,7 @@ WHERE projection = $1 ORDER BY topic, kafka_partition`, projection)
 		defer rows.Close()
 		for rows.Next() {
 			var l PartitionLease
-			if err := rows.Scan(&l.Topic, &l.Partition, &l.Owner, &l.Generation, &l.NextOffset); err != nil {
+			if err := rows.Scan(&l.Topic, &l.Partition, &l.Owner, &l.Generation, &l.NextOffset, &l.Cluster); err != nil {
 				return err
 			}
 			st.Partitions = append(st.Partitions, l)

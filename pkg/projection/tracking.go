@@ -189,11 +189,13 @@ func finishTx(ctx context.Context, tx Tx, projection string, rows []trackingRow,
 	}
 	if len(fence) > 0 {
 		topics, parts, gens, nexts := make([]string, len(fence)), make([]int32, len(fence)), make([]int64, len(fence)), make([]int64, len(fence))
+		clusters := make([]string, len(fence))
 		for i, f := range fence {
-			topics[i], parts[i], gens[i], nexts[i] = f.key.topic, int32(f.key.partition), f.gen, f.next
+			topics[i], parts[i], gens[i], nexts[i], clusters[i] = f.key.topic, int32(f.key.partition), f.gen, f.next, f.cluster
 		}
-		ctes = append(ctes, `fenced AS (UPDATE `+LeasesTable+` l SET next_offset = v.next
-	FROM unnest(`+param(topics)+`::text[], `+param(parts)+`::int[], `+param(gens)+`::bigint[], `+param(nexts)+`::bigint[]) AS v(topic, part, gen, next)
+		ctes = append(ctes, `fenced AS (UPDATE `+LeasesTable+` l SET next_offset = v.next,
+		cluster_id = CASE WHEN v.cluster = '' THEN l.cluster_id ELSE v.cluster END
+	FROM unnest(`+param(topics)+`::text[], `+param(parts)+`::int[], `+param(gens)+`::bigint[], `+param(nexts)+`::bigint[], `+param(clusters)+`::text[]) AS v(topic, part, gen, next, cluster)
 	WHERE l.projection = $1 AND l.topic = v.topic AND l.kafka_partition = v.part AND l.generation = v.gen RETURNING 1)`)
 		checks = append(checks, `WHEN (SELECT count(*) FROM fenced) <> `+param(int64(len(fence)))+` THEN '`+fencedMarker+`'`)
 	}
@@ -233,9 +235,10 @@ SELECT (CASE ` + strings.Join(checks, " ") + ` ELSE '0' END)::int`
 // at once.
 func writeFence(ctx context.Context, tx Tx, projection string, fence []offsetRow) error {
 	for _, f := range fence {
-		n, err := tx.Exec(ctx, `UPDATE `+LeasesTable+` SET next_offset = $1
+		n, err := tx.Exec(ctx, `UPDATE `+LeasesTable+` SET next_offset = $1,
+	cluster_id = CASE WHEN CAST($6 AS TEXT) = '' THEN cluster_id ELSE CAST($6 AS TEXT) END
 WHERE projection = $2 AND topic = $3 AND kafka_partition = $4 AND generation = $5`,
-			f.next, projection, f.key.topic, f.key.partition, f.gen)
+			f.next, projection, f.key.topic, f.key.partition, f.gen, f.cluster)
 		if err != nil {
 			return fmt.Errorf("projection: write offset: %w", err)
 		}
