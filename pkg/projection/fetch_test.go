@@ -17,7 +17,6 @@ import (
 // the new cluster and read the partitions again from their first
 // offsets, or they would skip the new log's first messages.
 func TestBrokerThatForgotItsLog(t *testing.T) {
-	ctx := context.Background()
 	b := startBroker(t)
 	addr := b.Addr()
 	before := worldEvents(t, 100, 4)
@@ -33,17 +32,7 @@ func TestBrokerThatForgotItsLog(t *testing.T) {
 	run(t, r)
 	waitAll(t, r, before)
 
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	b2, err := broker.Start(ctx, broker.Config{Addr: addr, Partitions: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b2.Close() })
-	if err := b2.CreateTopic(ctx, topic, 8); err != nil {
-		t.Fatal(err)
-	}
+	restartBroker(t, b)
 	after := worldEvents(t, 200, 4) // twice the log of before
 
 	produce(t, newWriter(t, addr), messages(t, flatten(after)))
@@ -93,17 +82,7 @@ func TestRestartedWithANewBroker(t *testing.T) {
 				old = cmp.Or(old, l.Cluster)
 			}
 
-			if err := b.Close(); err != nil {
-				t.Fatal(err)
-			}
-			b2, err := broker.Start(ctx, broker.Config{Addr: addr, Partitions: 8})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = b2.Close() })
-			if err := b2.CreateTopic(ctx, topic, 8); err != nil {
-				t.Fatal(err)
-			}
+			b2 := restartBroker(t, b)
 			after := worldEvents(t, 200, 4) // twice the log of before
 			produce(t, newWriter(t, addr), messages(t, flatten(after)))
 
@@ -127,4 +106,23 @@ func TestRestartedWithANewBroker(t *testing.T) {
 			}
 		})
 	}
+}
+
+// restartBroker closes b and starts a fresh broker on its address, with
+// the test topic: an embedded broker's restart, which keeps nothing.
+func restartBroker(t *testing.T, b *broker.Broker) *broker.Broker {
+	t.Helper()
+	ctx := context.Background()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := broker.Start(ctx, broker.Config{Addr: b.Addr(), Partitions: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b2.Close() })
+	if err := b2.CreateTopic(ctx, topic, 8); err != nil {
+		t.Fatal(err)
+	}
+	return b2
 }
