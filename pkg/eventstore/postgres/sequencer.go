@@ -84,7 +84,13 @@ func (s *Store) buildLogSQL() {
 	// returns the row's baseline. Otherwise: the committed rows not yet
 	// numbered, grouped by transaction; whole transactions in order of
 	// their last insertion (seq) until SequencerBatch ($1) rows are
-	// reached (at least one); ids continuing from the highest. The
+	// reached (at least one); ids continuing from the highest. Window
+	// functions, not a join of the pending rows with the chosen
+	// transactions, pick and order them: the generic plan PostgreSQL caches
+	// after a few small steps joined the two by a nested loop, quadratic in
+	// the step's rows, so a step that met a backlog of a few thousand rows
+	// took long enough for the next one to meet a bigger backlog (esbench W7
+	// under W1 c=32: one step ran for over 30 s). The
 	// baseline moves to this statement's snapshot only when every pending
 	// transaction was taken, so nothing it makes "done" is left
 	// unnumbered. The primary key and the unique seq key fence the step:
@@ -96,23 +102,25 @@ func (s *Store) buildLogSQL() {
 ), ` + cand(`$3`, `$4`) + `, pend AS MATERIALIZED (
     SELECT c.seq, c.tx_id FROM cand c
     WHERE (SELECT current FROM base) AND ` + unnumbered + `
-), txs AS MATERIALIZED (
-    SELECT tx_id, max(seq) AS last, sum(count(*)) OVER (ORDER BY max(seq)) - count(*) AS before
-    FROM pend GROUP BY tx_id
+), lasts AS (
+    SELECT seq, tx_id, max(seq) OVER (PARTITION BY tx_id) AS last FROM pend
+), ranked AS MATERIALIZED (
+    SELECT seq, last, count(*) OVER (ORDER BY last) - count(*) OVER (PARTITION BY last) AS before FROM lasts
 ), chosen AS MATERIALIZED (
-    SELECT tx_id, last FROM txs WHERE before < $1
+    SELECT seq, last FROM ranked WHERE before < $1
 ), ins AS (
     INSERT INTO ` + n.Notifications + ` (notification_id, seq)
     SELECT (SELECT coalesce(max(notification_id), 0) FROM ` + n.Notifications + `)
-        + row_number() OVER (ORDER BY ch.last, p.seq), p.seq
-    FROM pend p JOIN chosen ch ON ch.tx_id = p.tx_id
+        + row_number() OVER (ORDER BY last, seq), seq
+    FROM chosen
     RETURNING 1
 ), adv AS (
     UPDATE ` + n.SequencerState + ` SET baseline = pg_current_snapshot(), numbered_at = now()
-    WHERE (SELECT count(*) FROM txs) > 0 AND (SELECT count(*) FROM chosen) = (SELECT count(*) FROM txs)
+    WHERE (SELECT count(*) FROM ranked) > 0 AND (SELECT count(*) FROM chosen) = (SELECT count(*) FROM ranked)
     RETURNING baseline::text
 )
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM chosen), (SELECT count(*) FROM txs) - (SELECT count(*) FROM chosen),
+SELECT (SELECT count(*) FROM ins), (SELECT count(DISTINCT last) FROM chosen),
+    (SELECT count(DISTINCT last) FROM ranked) - (SELECT count(DISTINCT last) FROM chosen),
     coalesce((SELECT baseline FROM adv), (SELECT baseline FROM base), '')`
 
 	// Whether a committed row is still unnumbered: of any transaction

@@ -186,3 +186,74 @@ func TestTwoSequencersFenced(t *testing.T) {
 		t.Fatalf("%d transactions' ids are not one contiguous run", brokenTx)
 	}
 }
+
+// TestStepTakesWholeTransactionsInOrder runs the step statement by hand
+// over three committed transactions of 2, 3 and 4 records with a batch of
+// 4: the first step takes the first two transactions (the second one
+// starts below the batch, so it is taken whole: 5 records) and leaves
+// the third, keeping the baseline; the second step takes the third and
+// moves the baseline. Ids follow the transactions' order and, within
+// one, insertion order.
+func TestStepTakesWholeTransactionsInOrder(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t)
+	dsn := pgtest.NewDatabase(t)
+	s := openFor(t, dsn, Config{NoSequencer: true})
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var want []uuid.UUID // streams in the order their records were inserted
+	for _, size := range []int{2, 3, 4} {
+		var batch []eventstore.Record
+		for range size {
+			id := uuid.New()
+			batch = append(batch, record(id, 0))
+			want = append(want, id)
+		}
+		if err := s.Append(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	step := func() (n, txs, backlog int64, moved bool) {
+		t.Helper()
+		base, err := readBaseline(ctx, conn, s.baselineSQL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var next string
+		if err := conn.QueryRow(ctx, s.stepSQL, int64(4), base.text, base.xmax, base.xip).Scan(&n, &txs, &backlog, &next); err != nil {
+			t.Fatal(err)
+		}
+		return n, txs, backlog, next != base.text
+	}
+	if n, txs, backlog, moved := step(); n != 5 || txs != 2 || backlog != 1 || moved {
+		t.Fatalf("first step: %d records of %d transactions, %d left, baseline moved %v; want 5, 2, 1, false", n, txs, backlog, moved)
+	}
+	if n, txs, backlog, moved := step(); n != 4 || txs != 1 || backlog != 0 || !moved {
+		t.Fatalf("second step: %d records of %d transactions, %d left, baseline moved %v; want 4, 1, 0, true", n, txs, backlog, moved)
+	}
+	if n, txs, backlog, _ := step(); n != 0 || txs != 0 || backlog != 0 {
+		t.Fatalf("third step: %d records of %d transactions, %d left; want nothing", n, txs, backlog)
+	}
+	rows, err := conn.Query(ctx, `SELECT e.sequence_id FROM events_notifications x JOIN events e ON e.seq = x.seq ORDER BY x.notification_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d numbered, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("id %d is stream %s, want %s (insertion order)", i+1, got[i], want[i])
+		}
+	}
+}
