@@ -48,10 +48,11 @@ func (h HandOver) String() string {
 // "partition applying" line of the partition (a runner's first commit
 // after acquiring it) printed after the window started, by any
 // incarnation (a runner that handed a partition over may get it back at
-// its next check, when the member it went to is leaving too), or at its first "partition caught up" line (the next owner's
-// first fetch found nothing to apply: the window ends when that fetch was
-// sent). Stopped may be nil (no process was stopped). The result is in
-// the order the windows started.
+// its next check, when the member it went to is leaving too), or at its
+// first "partition caught up" line (the next owner's first fetch found
+// nothing to apply: the window ends when that fetch was sent). Stopped
+// may be nil (no process was stopped). The result is in the order the
+// windows started.
 func HandOvers(stopped *Incarnation, stopAt time.Time, running []Incarnation, from, to time.Time) []HandOver {
 	type source struct {
 		name  string
